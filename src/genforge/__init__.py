@@ -1,0 +1,3 @@
+"""genforge: from raw data to an evaluated, deployed generative model."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""The `genforge` command: a thin layer that parses arguments and calls the stages.
+
+Each stage's commands live in a module of this package (`data`, `train`, `evaluate`,
+`deploy`, `scenarios`) with a `register(app)` function. Heavy imports (torch) happen inside
+the commands, so `genforge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from genforge import __version__
+
+STAGE_MODULES = ("data", "train", "evaluate", "deploy", "scenarios")
+
+app = typer.Typer(
+    name="genforge",
+    help=(
+        "From raw data to an evaluated, deployed generative model.\n\n"
+        "Stages: collect/process (data ingest, data report) -> augment (configured per run) -> "
+        "train (train, sample, restore) -> evaluate (evaluator, eval, report) -> "
+        "deploy (export, serve); `run` chains them on a named scenario."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"genforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+for _name in STAGE_MODULES:
+    importlib.import_module(f"genforge.cli.{_name}").register(app)
+
+
+def main() -> None:
+    from genforge.core.errors import GenforgeError
+
+    try:
+        app(standalone_mode=False)
+    except GenforgeError as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Pieces every stage shares: errors, registries, typed configs, atomic writes."""

@@ -1,0 +1,1 @@
+"""Data stage: collect (sources), process (validate, dedupe, split), canonical dataset, report."""

@@ -1,0 +1,1 @@
+"""Collect: one module per data source, each registered in `base.SOURCES`."""

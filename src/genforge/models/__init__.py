@@ -1,0 +1,1 @@
+"""Train-stage networks and objectives, one module per family, registered in `registry.MODELS`."""

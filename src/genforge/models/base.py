@@ -1,0 +1,77 @@
+"""The contract between a model family and the one trainer.
+
+A model is its network(s) plus its objective. It declares its optimisation phases as data
+(which submodules a phase updates, its optimiser settings, how often it runs) and returns a
+`ModelOutput` from `training_step`, so one trainer serves GANs, VAEs, autoencoders, encoders
+and diffusion alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # float (B, C, H, W) in [-1, 1]
+    labels: torch.Tensor | None = None  # int64 (B,) or None
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor  # scalar the phase's optimiser minimises
+    terms: dict[str, torch.Tensor | float] = field(default_factory=dict)  # named parts, for logs
+
+
+@dataclass
+class OptimizerSpec:
+    name: str = "adam"  # adam | adamw
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Phase:
+    name: str  # e.g. "discriminator", "generator", "main"
+    modules: list[str]  # attribute names of the submodules this phase updates
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    every: int = 1  # run on steps where step % every == 0 (lazy regularisers)
+    repeats: int = 1  # e.g. n_critic for WGAN-GP
+
+
+class GenerativeModel(nn.Module):
+    """Base of every registered model. Subclasses set `family` and `config_class`."""
+
+    family: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    # submodules whose exponential moving average is kept and used for sampling
+    ema_modules: ClassVar[tuple[str, ...]] = ()
+    # True when `sample` accepts class labels
+    conditional: bool = False
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """n images as float (n, C, H, W) in [-1, 1]."""
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""Inference: a trained model loaded from its run directory, producing uint8 images.
+
+A run directory holds `model.json` (model name, its config, dataset description, step,
+whether the weights are the EMA ones) and `model.safetensors` (the weights). Loading builds
+the model from its saved config alone and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from genforge.core.atomic import atomic_path, write_json
+from genforge.core.config import to_dict
+from genforge.core.errors import GenforgeError
+from genforge.models.base import GenerativeModel
+from genforge.models.registry import MODELS, build_model
+
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float (N,C,H,W) in [-1,1] -> uint8 (N,H,W,C)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N,H,W,C) -> float (N,C,H,W) in [-1,1]."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def save_model(model: GenerativeModel, name: str, directory: str | Path, info: dict[str, Any]) -> None:
+    """Write model.safetensors + model.json into `directory`, each atomically."""
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / MODEL_WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    write_json(directory / MODEL_JSON, {"model": name, "family": model.family, "config": to_dict(model.config), **info})
+
+
+@dataclass
+class Pipeline:
+    model: GenerativeModel
+    info: dict[str, Any]  # the contents of model.json
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.info["model"]
+
+    @property
+    def conditional(self) -> bool:
+        return bool(getattr(self.model, "conditional", False))
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model.config, "num_classes", 0) or 0)
+
+    @torch.no_grad()
+    def generate(
+        self, n: int, *, seed: int = 0, class_label: int | None = None, labels: np.ndarray | None = None, **options: Any
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """n images as uint8 (n,H,W,C) and their labels (or None when unconditional)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        lab = None
+        if self.conditional:
+            if labels is not None:
+                lab = torch.as_tensor(labels, dtype=torch.long)
+            elif class_label is not None:
+                if not 0 <= class_label < self.num_classes:
+                    raise GenforgeError(f"class {class_label} out of range 0..{self.num_classes - 1}")
+                lab = torch.full((n,), int(class_label), dtype=torch.long)
+            else:
+                lab = torch.arange(n, dtype=torch.long) % self.num_classes
+        elif class_label is not None:
+            raise GenforgeError(f"model {self.name!r} is not class-conditional; omit the class")
+        self.model.eval()
+        images = self.model.sample(n, generator=gen, labels=lab, **options)
+        return to_uint8(images), (lab.numpy() if lab is not None else None)
+
+
+def load_pipeline(run_dir: str | Path, device: str = "cpu") -> Pipeline:
+    run_dir = Path(run_dir)
+    mjson = run_dir / MODEL_JSON
+    if not mjson.is_file():
+        raise GenforgeError(f"{run_dir}: no {MODEL_JSON}; is this a finished `genforge train` run directory?")
+    info = json.loads(mjson.read_text())
+    if info.get("model") not in MODELS:
+        # importing the families registers them
+        import genforge.models.zoo  # noqa: F401
+    model = build_model(info["model"], info.get("config"))
+    try:
+        state = load_file(run_dir / MODEL_WEIGHTS, device=device)
+    except Exception as exc:
+        raise GenforgeError(f"{run_dir / MODEL_WEIGHTS}: cannot read weights ({exc})") from None
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return Pipeline(model=model, info=info, path=run_dir)
