@@ -51,3 +51,19 @@ def _validate(name: str, factory: Any) -> None:
 
 
 SOURCES: Registry[SourceFactory] = Registry("data source", _validate)
+
+
+def resolve_source(spec: str, **options: Any) -> Source:
+    """Open the first registered source that handles `spec` (a name like 'digits' or a path)."""
+    import genforge.data.sources.builtin  # noqa: F401  (registers the built-in sources)
+
+    for name in SOURCES.names_in_order():
+        factory = SOURCES.get(name)
+        if factory.matches(spec):
+            return factory.open(spec, **options)
+    from genforge.core.errors import DataError
+
+    raise DataError(
+        f"{spec!r} is not a known data source: expected a name ({', '.join(SOURCES.names())}) "
+        "or a path to an image folder, IDX file, .npz/.npy file or tar archive"
+    )

@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests that need the real data in ../shared/data skip when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not available: {SHARED_DATA} is absent (see shared/data/README.md)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mnist_test_dir(shared_data: Path) -> Path:
+    d = shared_data / "mnist-test"
+    if not (d / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST test split not found in {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def cifar_tar(shared_data: Path) -> Path:
+    p = shared_data / "cifar10" / "cifar10-jpg.tar.gz"
+    if not p.is_file():
+        pytest.skip(f"CIFAR-10 archive not found at {p}")
+    return p
