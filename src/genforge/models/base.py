@@ -58,6 +58,18 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.config = config
 
+    @classmethod
+    def default_config(cls, image_size: int, channels: int, num_classes: int = 0, **overrides: Any) -> Any:
+        """The family's default config for data of this shape; `overrides` are config fields.
+
+        Every image model's config has `image_size`, `channels` and `num_classes` (0 =
+        unconditional) fields; families override this to pick widths/depths per image size.
+        """
+        from genforge.core.config import from_dict
+
+        data = {"image_size": image_size, "channels": channels, "num_classes": num_classes}
+        return from_dict(cls.config_class, {**data, **overrides}, where=f"{cls.__name__} config")
+
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
