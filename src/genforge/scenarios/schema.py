@@ -1,0 +1,113 @@
+"""The scenario file: one typed dataclass per section, loaded with field-by-field validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from genforge.core.config import from_dict, load_file
+from genforge.core.errors import ConfigError
+
+
+@dataclass
+class DataSection:
+    source: str = "digits"  # a source name or path, as `genforge data ingest` takes
+    size: list[int] | None = None  # [H, W]; None keeps the source's size
+    channels: int | None = None
+    val_fraction: float = 0.1
+    limit: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # further ingest options
+
+
+@dataclass
+class ModelSection:
+    name: str = "dcgan"
+    config: dict[str, Any] = field(default_factory=dict)  # overrides of the family's default config
+
+
+@dataclass
+class TrainSection:
+    max_time: str | None = "2m"
+    steps: int | None = None
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)  # further trainer settings
+
+
+@dataclass
+class Gate:
+    metric: str  # a key of metrics.json (dotted for nested values)
+    min: float | None = None
+    max: float | None = None
+    why: str = ""
+
+    def check(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+
+@dataclass
+class EvaluateSection:
+    n: int = 2000
+    features: str | None = None  # None: the extractor the evaluate stage picks for the data
+    gates: list[Gate] = field(default_factory=list)
+
+
+@dataclass
+class ExportSection:
+    formats: list[str] = field(default_factory=lambda: ["onnx"])
+
+
+@dataclass
+class ServeSection:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str = ""
+    data: DataSection = field(default_factory=DataSection)
+    augment: dict[str, Any] = field(default_factory=dict)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    serve: ServeSection = field(default_factory=ServeSection)
+
+
+PRESETS = "presets"
+
+
+def preset_names() -> list[str]:
+    files = resources.files("genforge.scenarios").joinpath(PRESETS).iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A shipped preset by name, or a user's YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") and path.exists():
+        data, where = load_file(path), str(path)
+    else:
+        if name_or_path not in preset_names():
+            raise ConfigError(
+                f"unknown scenario {name_or_path!r}: shipped scenarios are {', '.join(preset_names())}; "
+                "or give the path of a scenario .yaml file"
+            )
+        res = resources.files("genforge.scenarios").joinpath(PRESETS, f"{name_or_path}.yaml")
+        with resources.as_file(res) as p:
+            data, where = load_file(p), f"scenario {name_or_path}"
+    data.setdefault("name", path.stem if path.suffix else name_or_path)
+    return from_dict(Scenario, data, where=where)
