@@ -1,0 +1,41 @@
+"""The registered augmentation ops: classical ones by `AugmentConfig` field, DiffAugment by policy name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genforge.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class GeometricOp:
+    """Draws per-sample 3x3 affine matrices in normalised coordinates (output -> input);
+    identity for samples it skips. All geometric ops of a batch share one `grid_sample`."""
+
+    matrices: Callable[[Any, int, tuple[int, int], torch.Generator | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PixelOp:
+    """Transforms a float (B,C,H,W) batch directly: (batch, op config, generator) -> batch."""
+
+    apply: Callable[[torch.Tensor, Any, torch.Generator | None], torch.Tensor]
+
+
+def _validate_classical(name: str, op: Any) -> None:
+    if not isinstance(op, GeometricOp | PixelOp):
+        raise TypeError(f"augmentation op {name!r} must be a GeometricOp or PixelOp")
+
+
+def _validate_diff(name: str, op: Any) -> None:
+    if not callable(op):
+        raise TypeError(f"DiffAugment op {name!r} must be callable (batch, p, config, generator) -> batch")
+
+
+CLASSICAL_OPS: Registry[GeometricOp | PixelOp] = Registry("augmentation op", _validate_classical)
+# (batch, p, DiffAugmentConfig, generator) -> batch, differentiable w.r.t. the batch
+DIFF_OPS: Registry[Callable[..., torch.Tensor]] = Registry("DiffAugment policy", _validate_diff)
