@@ -1,0 +1,204 @@
+"""`genforge run`: collect -> process -> augment -> train -> evaluate -> export on one scenario.
+
+Every stage writes into one run directory, so a finished run holds its dataset (with the data
+quality report), the model, its metrics, the report page and the exported model:
+
+    RUN_DIR/scenario.yaml     the effective scenario (after command-line overrides)
+    RUN_DIR/dataset/          the canonical dataset + report.json/report.html
+    RUN_DIR/model.json ...    the trained model (see docs/architecture.md)
+    RUN_DIR/metrics.json      evaluation against the held-out split
+    RUN_DIR/report.html       the run report
+    RUN_DIR/export/           exported model(s)
+    RUN_DIR/summary.json      gates and where everything is
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from genforge.core.atomic import write_json, write_text
+from genforge.core.config import from_dict, to_dict
+from genforge.scenarios.schema import Scenario, load_scenario
+
+EXPORT_SUFFIX = {"onnx": "onnx", "torchscript": "pt"}
+
+
+@dataclass
+class GateResult:
+    metric: str
+    value: float | None
+    bound: str
+    passed: bool
+    why: str = ""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    gates: list[GateResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+def metric_value(metrics: dict[str, Any], key: str) -> float | None:
+    """Look up `key` in metrics.json's flat `values`, or a dotted path into the whole file."""
+    values = metrics.get("values", {})
+    if key in values:
+        return _number(values[key])
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return _number(node)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, dict) and "value" in value:
+        value = value["value"]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def apply_overrides(sc: Scenario, data: str | None, max_time: str | None, steps: int | None,
+                    seed: int | None) -> Scenario:  # fmt: skip
+    train = sc.train
+    if max_time is not None:
+        train = replace(train, max_time=max_time)
+    if steps is not None:
+        train = replace(train, steps=steps, max_time=max_time)
+    if seed is not None:
+        train = replace(train, seed=seed)
+    return replace(sc, data=replace(sc.data, source=data) if data else sc.data, train=train)
+
+
+def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
+    from genforge.data.process.config import IngestConfig
+    from genforge.data.process.ingest import ingest
+
+    d = sc.data
+    fields = {"size": d.size, "channels": d.channels, "val_fraction": d.val_fraction, "limit": d.limit, "seed": sc.train.seed}
+    cfg = from_dict(IngestConfig, {**{k: v for k, v in fields.items() if v is not None}, **d.options}, where="data")
+    result = ingest(d.source, out, cfg)
+    m = result.manifest
+    splits = ", ".join(f"{s}={meta['count']}" for s, meta in m["splits"].items())
+    console.print(f"  dataset: {m['counts']['images']} images, {m['quarantined']} quarantined; splits {splits}")
+    return out
+
+
+def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> dict[str, Any]:
+    from genforge.train.launch import build_trainer
+
+    layers = {"model": sc.model.config, "train": sc.train.config, "augment": sc.augment}
+    cfg_file = run_dir / "train-config.yaml"
+    write_text(cfg_file, yaml.safe_dump(layers, sort_keys=False))
+    flags = {"max_time": sc.train.max_time, "steps": sc.train.steps, "seed": sc.train.seed}
+    trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags)
+    summary = trainer.fit()
+    console.print(f"  trained {summary['step']} steps, {summary['images']} images in {summary['elapsed']:.0f}s "
+                  f"({summary['stop_reason']})")  # fmt: skip
+    return summary
+
+
+def _evaluate(sc: Scenario, dataset: Path, run_dir: Path) -> dict[str, Any]:
+    from genforge.evaluate.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(n=sc.evaluate.n, features=sc.evaluate.features, seed=sc.train.seed)
+    return evaluate(run_dir, dataset, cfg, out=run_dir / "metrics.json")
+
+
+def _export(sc: Scenario, run_dir: Path) -> list[Path]:
+    from genforge.deploy.export import export_run
+
+    paths = []
+    for fmt in sc.export.formats:
+        path = run_dir / "export" / f"model.{EXPORT_SUFFIX.get(fmt, fmt)}"
+        export_run(run_dir, fmt, path)
+        paths.append(path)
+    return paths
+
+
+def check_gates(sc: Scenario, metrics: dict[str, Any]) -> list[GateResult]:
+    out = []
+    for gate in sc.evaluate.gates:
+        value = metric_value(metrics, gate.metric)
+        out.append(GateResult(gate.metric, value, gate.describe(), gate.check(value), gate.why))
+    return out
+
+
+def run_scenario(name: str, *, data: str | None = None, out: str | Path | None = None, max_time: str | None = None,
+                 steps: int | None = None, seed: int | None = None, console: Console | None = None) -> RunResult:  # fmt: skip
+    console = console or Console()
+    sc = apply_overrides(load_scenario(name), data, max_time, steps, seed)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) if out else Path("runs") / f"{sc.name}-{stamp}"
+    if (run_dir / "run.json").exists():
+        from genforge.core.errors import GenforgeError
+
+        raise GenforgeError(f"{run_dir} already holds a run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "scenario.yaml", yaml.safe_dump(to_dict(sc), sort_keys=False))
+    result = RunResult(run_dir)
+    console.rule(f"genforge run: scenario [bold]{sc.name}[/] -> {run_dir}")
+
+    def stage(label: str, fn, *args):
+        console.print(f"[bold cyan]{label}[/]")
+        t0 = time.perf_counter()
+        value = fn(*args)
+        result.timings[label] = round(time.perf_counter() - t0, 2)
+        return value
+
+    dataset = stage("collect + process", _ingest, sc, run_dir / "dataset", console)
+    stage("augment + train", _train, sc, dataset, run_dir, console)
+    metrics = stage("evaluate", _evaluate, sc, dataset, run_dir)
+    exports = stage("export", _export, sc, run_dir)
+    from genforge.evaluate.report import write_report
+
+    report = stage("report", write_report, run_dir)
+    result.gates = check_gates(sc, metrics)
+    summary = {
+        "scenario": sc.name,
+        "passed": result.passed,
+        "gates": [to_dict_gate(g) for g in result.gates],
+        "timings_s": result.timings,
+        "dataset": str(dataset),
+        "data_report": str(dataset / "report.html"),
+        "report": str(report),
+        "model": str(run_dir / "model.safetensors"),
+        "exports": [str(p) for p in exports],
+    }
+    write_json(run_dir / "summary.json", summary)
+    _print_summary(console, sc, result, summary)
+    return result
+
+
+def to_dict_gate(g: GateResult) -> dict[str, Any]:
+    return {"metric": g.metric, "value": g.value, "bound": g.bound, "passed": g.passed, "why": g.why}
+
+
+def _print_summary(console: Console, sc: Scenario, result: RunResult, summary: dict[str, Any]) -> None:
+    table = Table("metric", "value", "gate", "result", "meaning", title=f"scenario {sc.name}: quality gates")
+    for g in result.gates:
+        value = "missing" if g.value is None else f"{g.value:.4g}"
+        verdict = "[green]pass[/]" if g.passed else "[red]FAIL[/]"
+        table.add_row(g.metric, value, g.bound, verdict, g.why)
+    console.print(table)
+    console.print(f"data report : {summary['data_report']}")
+    console.print(f"run report  : {summary['report']}")
+    console.print(f"model       : {summary['model']}")
+    for p in summary["exports"]:
+        console.print(f"exported    : {p}")
+    console.print(f"serve it    : genforge serve {result.run_dir}")
+    total = sum(result.timings.values())
+    console.print(f"[bold]{'PASSED' if result.passed else 'FAILED'}[/] in {total:.0f}s "
+                  f"({', '.join(f'{k} {v:.0f}s' for k, v in result.timings.items())})")  # fmt: skip
