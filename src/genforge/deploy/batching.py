@@ -1,0 +1,175 @@
+"""Dynamic micro-batching: concurrent requests share one forward pass.
+
+Requests are queued; one worker thread takes the oldest, then keeps collecting compatible
+requests (same key, e.g. same sampler steps) for at most `max_wait_s` or until `max_batch`
+images are gathered, and runs them together. Running the model in this thread keeps the event
+loop free, and a single worker means the model never runs concurrently with itself (torch's
+intra-op threads already use the cores).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from genforge.core.errors import GenforgeError
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+class BatcherClosed(GenforgeError):
+    """The batcher is shutting down and takes no new work."""
+
+
+class BatcherOverloaded(GenforgeError):
+    """Too much work is queued; the caller should retry later."""
+
+
+@dataclass
+class _Item(Generic[J]):
+    job: J
+    key: Hashable
+    size: int
+    future: Future
+
+
+class MicroBatcher(Generic[J, R]):
+    """Runs `run_batch(jobs) -> results` (one result per job, same order) on merged jobs.
+
+    `max_requests=1` turns merging off while keeping the same worker thread, queue and limits,
+    which is what `--no-batching` and models without a latents hook use.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[J]], list[R]],
+        *,
+        key: Callable[[J], Hashable] = lambda job: None,
+        size: Callable[[J], int] = lambda job: 1,
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+        max_requests: int | None = None,
+        max_pending: int = 4096,
+        on_batch: Callable[[int, int], None] | None = None,
+        name: str = "genforge-batcher",
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._run_batch = run_batch
+        self._key = key
+        self._size = size
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_requests = max_requests or max_batch
+        self.max_pending = max_pending
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Item[J]] = collections.deque()
+        self._pending = 0  # queued images
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def submit(self, job: J) -> Future:
+        """Queue `job`; the returned future holds its result (or the batch's exception)."""
+        item = _Item(job, self._key(job), self._size(job), Future())
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the service is shutting down")
+            # a single job larger than the limit is still accepted when the queue is empty
+            if self._pending and self._pending + item.size > self.max_pending:
+                raise BatcherOverloaded(f"{self._pending} images are queued; retry later")
+            self._queue.append(item)
+            self._pending += item.size
+            self._cond.notify()
+        return item.future
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Take no new jobs, finish the queued ones, stop the worker; False if it did not stop in time."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._started:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # worker side ---------------------------------------------------------------------------------
+
+    def _pop(self, index: int) -> _Item[J]:
+        item = self._queue[index]
+        del self._queue[index]
+        self._pending -= item.size
+        return item
+
+    def _take_first(self) -> _Item[J] | None:
+        with self._cond:
+            while True:
+                while self._queue:
+                    item = self._pop(0)
+                    if item.future.set_running_or_notify_cancel():  # False: its caller gave up
+                        return item
+                if self._closed:
+                    return None
+                self._cond.wait()
+
+    def _fill(self, batch: list[_Item[J]]) -> None:
+        key = batch[0].key
+        total = batch[0].size
+        deadline = time.monotonic() + self.max_wait_s
+        with self._cond:
+            while total < self.max_batch and len(batch) < self.max_requests:
+                found = False
+                for i, item in enumerate(self._queue):
+                    if item.key == key and total + item.size <= self.max_batch:
+                        self._pop(i)
+                        if item.future.set_running_or_notify_cancel():
+                            batch.append(item)
+                            total += item.size
+                        found = True
+                        break
+                if found:
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._take_first()
+            if first is None:
+                return
+            batch = [first]
+            if self.max_requests > 1:
+                self._fill(batch)
+            self._run(batch)
+
+    def _run(self, batch: list[_Item[J]]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch), sum(item.size for item in batch))
+        try:
+            results = self._run_batch([item.job for item in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} jobs")
+        except Exception as exc:  # every waiting caller must hear about it
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)

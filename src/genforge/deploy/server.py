@@ -1,0 +1,82 @@
+"""Running the service on uvicorn: bind first (so port 0 works and the URL is known), then serve.
+
+Graceful shutdown is uvicorn's: on SIGTERM/SIGINT it stops accepting connections, waits up to
+`shutdown_timeout_s` for requests in flight, then runs the app's shutdown, where the batcher
+finishes whatever is still queued.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from genforge.core.errors import GenforgeError
+from genforge.deploy.config import ServeConfig
+from genforge.deploy.service import create_app
+from genforge.models.pipeline import Pipeline
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise GenforgeError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+class ServiceServer:
+    """The app on a bound socket; `run()` blocks (signals handled), `start()` runs it in a thread."""
+
+    def __init__(self, config: ServeConfig, pipeline: Pipeline | None = None, log_level: str = "warning"):
+        self.config = config
+        self.app = create_app(config, pipeline)
+        self.sock = bind(config.host, config.port)
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                log_level=log_level,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=int(max(1, config.shutdown_timeout_s)),
+            )
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"http://{host}:{self.port}"
+
+    def run(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    def start(self, timeout: float = 30.0) -> ServiceServer:
+        """Serve in a background thread (no signal handlers there); returns once accepting."""
+        self._thread = threading.Thread(target=self.run, name="genforge-uvicorn", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise GenforgeError(f"the service did not start within {timeout:g} s")
+            time.sleep(0.01)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        state = self.app.state.genforge
+        if not state.ready.wait(timeout):
+            raise GenforgeError(state.load_error or f"the model was not ready within {timeout:g} s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> ServiceServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

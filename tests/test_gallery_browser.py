@@ -1,0 +1,78 @@
+"""The gallery page in a real headless Chromium: Generate shows the grid and the metrics table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from test_serve_models import METRICS, make_run, serving
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_generate_shows_grid_and_metrics(browser, tmp_path):
+    run = make_run(tmp_path / "run", num_classes=3, metrics=METRICS)
+    with serving(run) as server:
+        page = browser.new_page(viewport={"width": 1100, "height": 750})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('model-name').textContent.startsWith('serve-toy')")
+        assert page.is_visible("#class-field") and not page.is_visible(
+            "#steps-field"
+        )  # conditional, no diffusion
+        page.select_option("#class", "2")
+        page.fill("#seed", "42")
+        page.fill("#n", "9")
+        page.click("#generate")
+        page.wait_for_function(
+            "() => { const im = document.getElementById('grid'); return !im.hidden && im.complete && im.naturalWidth > 0; }",
+            timeout=30_000,
+        )
+        # a 3x3 grid of 8 px images with 2 px padding
+        assert page.evaluate("document.getElementById('grid').naturalWidth") == 3 * 10 + 2
+        assert "seed 42" in page.inner_text("#status")
+        assert page.is_visible("#metrics")
+        rows = page.eval_on_selector_all("#metrics tbody tr", "rs => rs.map(r => r.innerText.split('\\t'))")
+        assert ["fid", "12.50"] in rows and ["kid.mean", "0.01000"] in rows
+        shot = os.environ.get("GENFORGE_GALLERY_SCREENSHOT")
+        page.screenshot(path=shot or str(tmp_path / "gallery.png"), full_page=True)
+        assert not errors, errors
+
+
+def test_api_key_prompt(browser, tmp_path):
+    with serving(make_run(tmp_path / "run"), api_key="k3y") as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#key-field", state="visible")
+        page.fill("#api-key", "k3y")
+        page.click("#generate")
+        page.wait_for_function(
+            "() => { const im = document.getElementById('grid'); return !im.hidden && im.naturalWidth > 0; }",
+            timeout=30_000,
+        )
+        assert page.is_visible("#metrics-empty")  # this run has no metrics.json
