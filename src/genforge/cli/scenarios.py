@@ -20,7 +20,8 @@ def list_scenarios() -> None:
     table = Table("scenario", "model", "data", "budget", "description")
     for name in preset_names():
         sc = load_scenario(name)
-        table.add_row(name, sc.model.name, sc.data.source, sc.train.max_time or f"{sc.train.steps} steps", sc.description)
+        budget = sc.train.max_time or f"{sc.train.steps} steps"
+        table.add_row(name, sc.model.name, sc.data.source or "--data", budget, sc.description.split(":")[0])
     Console().print(table)
 
 

@@ -87,6 +87,10 @@ def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
     from genforge.data.process.ingest import ingest
 
     d = sc.data
+    if d.source is None:
+        from genforge.core.errors import ConfigError
+
+        raise ConfigError(f"scenario {sc.name!r} has no data source of its own: pass --data PATH (an image folder or archive)")
     fields = {"size": d.size, "channels": d.channels, "val_fraction": d.val_fraction, "limit": d.limit, "seed": sc.train.seed}
     cfg = from_dict(IngestConfig, {**{k: v for k, v in fields.items() if v is not None}, **d.options}, where="data")
     result = ingest(d.source, out, cfg)

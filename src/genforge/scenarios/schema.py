@@ -13,7 +13,7 @@ from genforge.core.errors import ConfigError
 
 @dataclass
 class DataSection:
-    source: str = "digits"  # a source name or path, as `genforge data ingest` takes
+    source: str | None = "digits"  # a source name or path, as `genforge data ingest` takes; None: --data required
     size: list[int] | None = None  # [H, W]; None keeps the source's size
     channels: int | None = None
     val_fraction: float = 0.1
