@@ -107,7 +107,8 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> dict
     cfg_file = run_dir / "train-config.yaml"
     write_text(cfg_file, yaml.safe_dump(layers, sort_keys=False))
     flags = {"max_time": sc.train.max_time, "steps": sc.train.steps, "seed": sc.train.seed}
-    trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags)
+    trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags,
+                            conditional=sc.model.conditional)
     summary = trainer.fit()
     console.print(f"  trained {summary['step']} steps, {summary['images']} images in {summary['elapsed']:.0f}s "
                   f"({summary['stop_reason']})")  # fmt: skip

@@ -24,6 +24,7 @@ class DataSection:
 @dataclass
 class ModelSection:
     name: str = "dcgan"
+    conditional: bool = False  # condition on the dataset's classes (num_classes from the data)
     config: dict[str, Any] = field(default_factory=dict)  # overrides of the family's default config
 
 
