@@ -1,9 +1,129 @@
-"""`genforge` commands of the train stage."""
+"""`genforge` commands of the train stage: train, sample, restore."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def train(
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model name (see the model registry), e.g. dcgan, vae, ddpm."
+    ),
+    data: Path = typer.Option(
+        None, "--data", "-d", help="Canonical dataset directory (from `genforge data ingest`)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run directory to write (model, checkpoints, logs, samples)."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML/JSON file with model:, train:, augment: sections."
+    ),
+    max_time: str = typer.Option(None, "--max-time", help="Wall-time budget, e.g. 90s, 5m, 1h."),
+    steps: int = typer.Option(None, "--steps", help="Step budget (total, across resumes)."),
+    images: int = typer.Option(None, "--images", help="Image budget (total real images drawn)."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Global batch size."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (weights, noise, data order)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's latest checkpoint."),
+    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16 (CUDA)."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Evaluate cheap metrics every N steps (0 = off)."),
+    eval_n: int = typer.Option(1000, "--eval-n", help="Samples per evaluation during training."),
+    conditional: bool = typer.Option(
+        False, "--conditional", help="Condition the model on the dataset's classes."
+    ),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Override a config field: model.KEY=V, train.KEY=V, augment.KEY=V."
+    ),
+) -> None:
+    """Train a model on a canonical dataset; `torchrun --nproc_per_node=N -m genforge train ...` for DDP."""
+    from genforge.train.launch import build_trainer
+
+    flags = {
+        "max_time": max_time,
+        "steps": steps,
+        "images": images,
+        "batch_size": batch_size,
+        "seed": seed,
+        "precision": precision,
+        "device": device,
+    }
+    callbacks = []
+    if eval_every:
+        from genforge.evaluate.callback import EvalCallback
+
+        callbacks.append(EvalCallback(every=eval_every, n=eval_n))
+    trainer = build_trainer(
+        out,
+        model_name=model,
+        data=data,
+        config_file=config,
+        sets=set_ or (),
+        flags=flags,
+        resume=resume,
+        conditional=conditional,
+        callbacks=callbacks,
+    )
+    trainer.fit(resume=resume)
+
+
+def sample(
+    run_dir: Path = typer.Argument(..., help="A finished training run directory."),
+    n: int = typer.Option(64, "-n", help="Number of images (interpolation: number of steps)."),
+    out: Path = typer.Option(..., "--out", "-o", help="FILE.npz, or a directory for PNG files."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    class_: int = typer.Option(None, "--class", help="Class index for a class-conditional model."),
+    steps: int = typer.Option(None, "--steps", help="Sampling steps (diffusion models)."),
+    interpolate: bool = typer.Option(
+        False, "--interpolate", help="Walk the latent space from --seed to --seed-b."
+    ),
+    seed_b: int = typer.Option(None, "--seed-b", help="End seed of --interpolate (default: seed + 1)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Generate images from a trained run (EMA weights) into an .npz or a folder of PNGs."""
+    from genforge.train.sampling import generate, write_images
+
+    images, labels = generate(
+        run_dir,
+        n,
+        seed=seed,
+        class_label=class_,
+        steps=steps,
+        interpolate=interpolate,
+        seed_b=seed_b,
+        device=device,
+    )
+    write_images(out, images, labels, overwrite=overwrite)
+    typer.echo(f"wrote {len(images)} images to {out}")
+
+
+def restore(
+    run_dir: Path = typer.Argument(..., help="A trained restoration run (e.g. a denoising autoencoder)."),
+    input_: Path = typer.Argument(..., metavar="INPUT", help="An image file, a folder of images or an .npz."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output of the same kind as INPUT."),
+    corrupt: str = typer.Option(
+        None, "--corrupt", help="Corrupt the input first (demos): kinds, e.g. gaussian,rectangle."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corruption."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Restore (denoise, inpaint) images with a trained restoration model."""
+    from genforge.core.config import from_dict
+    from genforge.models.corruption import CorruptionConfig
+    from genforge.models.restoration import restore_path
+
+    corruption = None
+    if corrupt:
+        kinds = [k.strip() for k in corrupt.split(",") if k.strip()]
+        corruption = from_dict(CorruptionConfig, {"kinds": kinds}, where="--corrupt")
+    restore_path(run_dir, input_, out, corruption, seed=seed, overwrite=overwrite, device=device)
+    typer.echo(f"restored {input_} -> {out}")
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train)
+    app.command("sample")(sample)
+    app.command("restore")(restore)

@@ -1,0 +1,1 @@
+"""The one trainer: phases, EMA, checkpoints, exact resume, divergence guard, DDP, logs."""

@@ -1,0 +1,220 @@
+"""From command-line options to a configured `Trainer`: layered configs and resume checks.
+
+Config layers, later wins: the family's defaults for the dataset's image shape (or, on resume,
+the run's saved config), the YAML/JSON file's `model:`/`train:`/`augment:` sections, `--set
+section.key=value` items, then the explicit flags (--steps, --batch-size, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genforge.core.config import from_dict, load_file, to_dict
+from genforge.core.errors import ConfigError, GenforgeError
+from genforge.train.config import RESUMABLE_CHANGES, TrainConfig
+
+SECTIONS = ("model", "train", "augment")
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """["model.latent_dim=64", "train.ema=false"] -> {"model": {"latent_dim": 64}, "train": {"ema": False}}.
+
+    Values are read as YAML scalars/lists, so numbers, booleans and [1, 2] lists get their types.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, _, field = key.strip().partition(".")
+        if not sep or not field:
+            raise ConfigError(
+                f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. model.latent_dim=64 or train.ema_decay=0.99"
+            )
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"--set {item!r}: section must be one of {', '.join(SECTIONS)}, got {section!r}"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot read the value ({exc})") from None
+        node = out.setdefault(section, {})
+        *parents, leaf = field.split(".")
+        for part in parents:  # nested sub-configs, e.g. model.diffaugment.p=0.3
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict update (sub-config mappings merge instead of replacing each other)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_layers(
+    config_file: str | Path | None, sets: list[str] | tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    if config_file is not None:
+        data = load_file(config_file)
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(
+                f"{config_file}: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}"
+            )
+        for section in SECTIONS:
+            value = data.get(section) or {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{config_file}: section {section!r} must be a mapping")
+            layers[section] = value
+    for section, values in parse_sets(sets).items():
+        layers[section] = merge(layers[section], values)
+    return layers
+
+
+def model_config(
+    model_name: str, dataset: Any, overrides: dict[str, Any], conditional: bool, base: dict | None
+) -> Any:
+    from genforge.models.registry import MODELS
+
+    ensure_models_registered(model_name)
+    cls = MODELS.get(model_name)
+    where = f"model {model_name}"
+    if base is not None:
+        return from_dict(cls.config_class, merge(base, overrides), where=where)
+    h, _w, c = dataset.image_shape
+    fields = dict(overrides)
+    if conditional and "num_classes" not in fields:
+        if not dataset.num_classes:
+            raise ConfigError(f"--conditional: dataset {dataset.path} has no classes")
+        fields["num_classes"] = dataset.num_classes
+    # explicit values win over the dataset's (the trainer then reports any mismatch with the data)
+    h, c, num_classes = fields.pop("image_size", h), fields.pop("channels", c), fields.pop("num_classes", 0)
+    return cls.default_config(image_size=h, channels=c, num_classes=num_classes, **fields)
+
+
+def ensure_models_registered(model_name: str) -> None:
+    from genforge.models.registry import MODELS
+
+    if model_name not in MODELS:
+        import genforge.models.zoo  # noqa: F401  (importing the families registers them)
+
+
+def augment_from_config(section: dict[str, Any]) -> tuple[Any, Any]:
+    """(callable(images, generator) -> images, its config) for the classical batch augmentation."""
+    if not section:
+        return None, None
+    try:
+        from genforge.augment import AugmentConfig, build_augment
+    except ImportError as exc:
+        raise ConfigError(f"augment section given but genforge.augment cannot provide it ({exc})") from None
+    cfg = from_dict(AugmentConfig, section, where="augment")
+    return build_augment(cfg), cfg
+
+
+def route_diffaugment(
+    model_name: str, augment_section: dict[str, Any], model_overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Move `augment.diffaugment` into the model config: DiffAugment runs inside the model's step.
+
+    Removes it from `augment_section`; fields set in the model section win.
+    """
+    diff = augment_section.pop("diffaugment", None)
+    if diff is None:
+        return model_overrides
+    from genforge.models.registry import MODELS
+
+    ensure_models_registered(model_name)
+    fields = {f.name for f in dataclasses.fields(MODELS.get(model_name).config_class)}
+    if "diffaugment" not in fields:
+        raise ConfigError(
+            f"augment.diffaugment: model {model_name!r} does not use DiffAugment (GAN families do)"
+        )
+    return merge({"diffaugment": diff}, model_overrides)
+
+
+def _check_resume_changes(
+    saved: dict[str, Any], new: dict[str, Any], section: str, allowed: tuple[str, ...]
+) -> None:
+    changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k) and k not in allowed)
+    if changed:
+        raise ConfigError(
+            f"--resume continues the run with its saved config; these {section} fields differ: "
+            + ", ".join(f"{k} (saved {saved.get(k)!r}, now {new.get(k)!r})" for k in changed)
+            + (f". Only {', '.join(allowed)} may change on resume" if allowed else "")
+        )
+
+
+def build_trainer(
+    out: str | Path,
+    *,
+    model_name: str | None = None,
+    data: str | Path | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    flags: dict[str, Any] | None = None,
+    resume: bool = False,
+    conditional: bool = False,
+    callbacks: list | tuple = (),
+):
+    """A Trainer for run directory `out`; `flags` are TrainConfig fields from explicit options."""
+    from genforge.data.canonical import open_dataset
+    from genforge.train.trainer import RUN_JSON, Trainer
+
+    out = Path(out)
+    run_json = out / RUN_JSON
+    saved = json.loads(run_json.read_text()) if run_json.is_file() else None
+    if saved is not None and not resume:
+        raise GenforgeError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if saved is not None:
+        if model_name not in (None, saved["model"]):
+            raise ConfigError(f"--resume: {out} trained model {saved['model']!r}, not {model_name!r}")
+        model_name = saved["model"]
+        data = data or saved["dataset"]["path"]
+    if model_name is None or data is None:
+        raise ConfigError("give --model NAME and --data DATASET_DIR")
+    dataset = open_dataset(data)
+    if saved is not None and saved["dataset"]["fingerprint"] != dataset.fingerprint:
+        raise ConfigError(f"--resume: {data} is not the dataset the run trained on (fingerprint differs)")
+
+    layers = read_layers(config_file, sets)
+    train_base = saved["train"] if saved is not None else {}
+    train_fields = merge(
+        merge(train_base, layers["train"]), {k: v for k, v in (flags or {}).items() if v is not None}
+    )
+    train_cfg = from_dict(TrainConfig, train_fields, where="train")
+    saved_augment = (
+        {k: v for k, v in (saved.get("augment") or {}).items() if k != "diffaugment"} if saved else {}
+    )
+    augment_section = merge(saved_augment, layers["augment"])
+    model_overrides = route_diffaugment(model_name, augment_section, layers["model"])
+    mcfg = model_config(
+        model_name, dataset, model_overrides, conditional, saved["model_config"] if saved else None
+    )
+    augment, augment_cfg = augment_from_config(augment_section)
+    if saved is not None:
+        _check_resume_changes(saved["train"], to_dict(train_cfg), "train", RESUMABLE_CHANGES)
+        _check_resume_changes(saved["model_config"], to_dict(mcfg), "model", ())
+    trainer = Trainer(
+        model_name,
+        mcfg,
+        train_cfg,
+        dataset,
+        out,
+        callbacks=list(callbacks),
+        augment=augment,
+        augment_config=augment_cfg,
+    )
+    return trainer

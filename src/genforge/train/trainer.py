@@ -1,0 +1,580 @@
+"""The one training loop for every model family.
+
+Each step takes one batch from the loader and runs every phase due at this step (`step % every
+== 0`), `repeats` times, each extra repeat on a fresh batch: the model computes the phase's loss,
+the phase's optimiser steps its submodules' parameters. Everything random goes through state the
+checkpoints save (global RNGs, generators the model holds, the loader's position, the trainer's
+augmentation generator), so a resumed run continues bit for bit where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genforge import __version__
+from genforge.core.atomic import write_json
+from genforge.core.config import to_dict
+from genforge.core.errors import ConfigError, GenforgeError
+from genforge.data.canonical import CanonicalDataset
+from genforge.data.loader import BatchLoader, to_float
+from genforge.models.base import Batch, GenerativeModel, ModelOutput
+from genforge.models.pipeline import save_model, to_uint8
+from genforge.models.registry import MODELS
+from genforge.train import checkpoint as ckpt
+from genforge.train import distributed as dist
+from genforge.train.budget import Budget, parse_duration
+from genforge.train.callbacks import Callback
+from genforge.train.config import TrainConfig
+from genforge.train.ema import EMA
+from genforge.train.guard import DivergenceGuard
+from genforge.train.logs import MetricsLog, Progress
+from genforge.train.optim import build_optimizer
+from genforge.train.precision import resolve_device, resolve_precision
+from genforge.train.samples import make_grid, write_grid
+
+RUN_JSON = "run.json"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_FORMAT = "genforge-checkpoint"
+
+
+@dataclass
+class _PhaseRuntime:
+    name: str
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    every: int
+    repeats: int
+    scaler: Any = None  # torch.amp.GradScaler for fp16
+
+
+class Trainer:
+    def __init__(
+        self,
+        model_name: str,
+        model_config: Any,
+        config: TrainConfig,
+        dataset: CanonicalDataset,
+        run_dir: str | Path,
+        *,
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+        augment: Any = None,
+        augment_config: Any = None,
+        context: dist.DistContext | None = None,
+    ):
+        if not config.has_budget:
+            raise ConfigError(
+                "no training budget: give --steps, --images or --max-time (train.steps/images/max_time)"
+            )
+        self.model_name, self.config, self.dataset = model_name, config, dataset
+        self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks)
+        self.augment, self.augment_config = augment, augment_config
+        self.ctx = context or dist.from_env()
+        self.device = resolve_device(config.device, self.ctx.local_rank)
+        self.precision = resolve_precision(config.precision, self.device)
+        dist.init(self.ctx, self.device)
+        if config.batch_size % self.ctx.world_size:
+            raise ConfigError(
+                f"train.batch_size: {config.batch_size} is not divisible by the {self.ctx.world_size} processes"
+            )
+        if config.deterministic:
+            # CUDA has kernels without deterministic versions; there, determinism is best effort
+            torch.use_deterministic_algorithms(True, warn_only=self.device.type != "cpu")
+            # deterministic mode also fills every torch.empty with NaN, a debugging aid that costs
+            # time on each allocation and changes no result of a correct program
+            torch.utils.deterministic.fill_uninitialized_memory = False
+            torch.backends.cudnn.benchmark = False
+        self._seed_everything(
+            config.seed
+        )  # same initial weights on every rank (rank 0's are broadcast anyway)
+        self.model: GenerativeModel = MODELS.get(model_name)(model_config).to(self.device)
+        self._seed_everything(config.seed + self.ctx.rank)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        dist.broadcast_module(self.ctx, self.model)
+        self._check_data_fits_model()
+
+        self.phases = self._build_phases()
+        self.ema = (
+            EMA(self.model, self.model.ema_modules, config.ema_decay, config.ema_warmup)
+            if config.ema and self.model.ema_modules
+            else None
+        )
+        self.loader = BatchLoader.from_split(
+            dataset.split(config.split),
+            batch_size=config.batch_size // self.ctx.world_size,
+            seed=config.seed,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+        )
+        self._labelled = dataset.split(config.split).has_labels
+        # CPU generators: the augmentation draws on the generator's device and moves the numbers,
+        # and a CPU stream gives the same draws whatever device trains
+        self.augment_generator = torch.Generator().manual_seed(config.seed + 7919 * self.ctx.rank)
+        self.guard = DivergenceGuard(config.guard_lr_factor, config.guard_max_retries)
+        self.budget = Budget(
+            config.steps,
+            config.images,
+            parse_duration(config.max_time, "train.max_time") if config.max_time else None,
+        )
+        self.step = 0
+        self.images_seen = 0
+        self.elapsed_before = 0.0
+        self.last_metrics: dict[str, Any] = {}
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_n: dict[str, int] = {}
+        self._log: MetricsLog | None = None
+        self._progress: Progress | None = None
+
+    # --- setup -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+    def _check_data_fits_model(self) -> None:
+        h, w, c = self.dataset.image_shape
+        cfg = self.model.config
+        expected = {"image_size": h, "channels": c}
+        for field, value in expected.items():
+            if hasattr(cfg, field) and getattr(cfg, field) != value:
+                raise ConfigError(
+                    f"model.{field} is {getattr(cfg, field)} but the dataset {self.dataset.path} has {field} {value}"
+                )
+        if h != w and hasattr(cfg, "image_size"):
+            raise ConfigError(
+                f"dataset {self.dataset.path}: images are {h}x{w}; the models need square images"
+            )
+        classes = int(getattr(cfg, "num_classes", 0) or 0)
+        if classes:
+            split = self.dataset.split(self.config.split)
+            if not split.has_labels:
+                raise ConfigError(
+                    f"model.num_classes is {classes} but split {split.name!r} of {self.dataset.path} is unlabelled"
+                )
+            if classes != self.dataset.num_classes:
+                raise ConfigError(
+                    f"model.num_classes is {classes} but {self.dataset.path} has {self.dataset.num_classes} classes"
+                )
+
+    def _build_phases(self) -> list[_PhaseRuntime]:
+        phases = []
+        for phase in self.model.phases():
+            params: list[torch.nn.Parameter] = []
+            seen: set[int] = set()
+            for mod_name in phase.modules:
+                module = getattr(self.model, mod_name, None)
+                if not isinstance(module, torch.nn.Module):
+                    raise ConfigError(
+                        f"model {self.model_name}: phase {phase.name!r} names unknown submodule {mod_name!r}"
+                    )
+                for p in module.parameters():
+                    if p.requires_grad and id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+            if not params:
+                raise ConfigError(
+                    f"model {self.model_name}: phase {phase.name!r} has no trainable parameters"
+                )
+            opt = build_optimizer(phase.optimizer, params, self.config.optimizer_impl)
+            scaler = torch.amp.GradScaler(self.device.type) if self.precision.needs_scaler else None
+            base_lrs = [g["lr"] for g in opt.param_groups]
+            phases.append(
+                _PhaseRuntime(
+                    phase.name, params, opt, base_lrs, max(1, phase.every), max(1, phase.repeats), scaler
+                )
+            )
+        return phases
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _next_batch(self) -> Batch:
+        raw = next(self.loader)
+        self.images_seen += self.config.batch_size
+        images = to_float(raw.images, self.device)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.augment is not None:
+            images = self.augment(images, self.augment_generator)
+        labels = raw.labels.to(self.device, non_blocking=True) if self._labelled else None
+        return Batch(images, labels)
+
+    def _train_step(self, step: int) -> None:
+        batch = self._next_batch()
+        for ph in self.phases:
+            if step % ph.every:
+                continue
+            for repeat in range(ph.repeats):
+                b = batch if repeat == 0 else self._next_batch()
+                with self.precision.autocast():
+                    out = self.model.training_step(ph.name, b, step)
+                ph.optimizer.zero_grad(set_to_none=True)
+                if ph.scaler is not None:
+                    ph.scaler.scale(out.loss).backward()
+                    dist.reduce_gradients(self.ctx, ph.params)
+                    ph.scaler.step(ph.optimizer)
+                    ph.scaler.update()
+                else:
+                    out.loss.backward()
+                    dist.reduce_gradients(self.ctx, ph.params)
+                    ph.optimizer.step()
+                self._record(ph.name, out)
+        if self.ema is not None:
+            self.ema.update(step)
+
+    def _record(self, phase: str, out: ModelOutput) -> None:
+        if self.config.guard:
+            self.guard.observe(out.loss)
+        items = {f"{phase}/loss": out.loss, **{f"{phase}/{k}": v for k, v in out.terms.items()}}
+        for key, value in items.items():
+            v = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            self._acc[key] = self._acc[key] + v if key in self._acc else v
+            self._acc_n[key] = self._acc_n.get(key, 0) + 1
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self._t0)
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train until the budget is spent; returns a summary. Rank 0 writes the run directory."""
+        main = self.ctx.is_main
+        resumed_from = self._resume() if resume else None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_run_json()
+            self._log = MetricsLog(
+                self.run_dir, self.config.tensorboard, resume_step=self.step if resume else None
+            )
+            self._progress = Progress(self.config.progress)
+            if resumed_from is not None:
+                self._progress.message(f"resumed from {resumed_from} (step {self.step})")
+        # the state to roll back to when training diverges before the first checkpoint
+        self._initial = None
+        if resumed_from is None:
+            tensors, meta = self.capture_state()
+            self._initial = ({k: v.detach().clone() for k, v in tensors.items()}, meta)
+        self._run_callbacks("on_train_start")
+        self._t0 = time.monotonic()
+        self._log_t, self._log_images = self._t0, self.images_seen
+        guard_every = self.config.guard_every or (1 if self.device.type == "cpu" else self.config.log_every)
+        last_checkpoint = self.step if resumed_from is not None else -1
+        try:
+            while True:
+                reason = self.budget.exhausted(self.step, self.images_seen, self.elapsed())
+                if reason is not None:
+                    # losses since the last check must be finite before anything is saved
+                    if self.config.guard and self._check_divergence(check_weights=True):
+                        continue
+                    break
+                self._train_step(self.step)
+                self.step += 1
+                s, cfg = self.step, self.config
+                at_checkpoint = bool(cfg.checkpoint_every) and s % cfg.checkpoint_every == 0
+                if (
+                    cfg.guard
+                    and (s % guard_every == 0 or at_checkpoint)
+                    and self._check_divergence(at_checkpoint)
+                ):
+                    continue
+                if s % cfg.log_every == 0 or at_checkpoint:
+                    self._log_step()
+                if main and cfg.sample_every and s % cfg.sample_every == 0:
+                    self.write_samples()
+                # callbacks first, so an evaluation at this step counts for the best checkpoint
+                self._run_callbacks("on_step_end", s)
+                if at_checkpoint:
+                    self.save_checkpoint()
+                    last_checkpoint = s
+            self._log_step()
+            self._run_callbacks("on_train_end")
+            if last_checkpoint != self.step:
+                self.save_checkpoint()
+            if main:
+                self.write_samples()
+                self.save_final()
+                self._progress.message(
+                    f"done: {reason}; {self.step} steps, {self.images_seen} images -> {self.run_dir}"
+                )
+        finally:
+            if self._progress is not None:
+                self._progress.close()
+            if self._log is not None:
+                self._log.close()
+        dist.barrier(self.ctx)
+        dist.shutdown(self.ctx)
+        return {
+            "step": self.step,
+            "images": self.images_seen,
+            "elapsed": self.elapsed(),
+            "stop_reason": reason,
+        }
+
+    def _run_callbacks(self, hook: str, *args: Any) -> None:
+        """Call `hook` of every callback on the main process, leaving the training RNG streams as they were."""
+        if not self.ctx.is_main:
+            return
+        for cb in self.callbacks:
+            with ckpt.preserved_rng():
+                getattr(cb, hook)(self, *args)
+
+    # --- logging, samples, final weights -------------------------------------------------------
+
+    def _log_step(self) -> None:
+        if not self._acc:
+            return
+        keys = sorted(self._acc)
+        sums = torch.stack(
+            [torch.as_tensor(self._acc[k], dtype=torch.float32, device=self.device) for k in keys]
+        )
+        counts = torch.tensor([self._acc_n[k] for k in keys], dtype=torch.float32, device=self.device)
+        means = dist.all_reduce_mean(self.ctx, sums / counts).tolist()
+        self._acc, self._acc_n = {}, {}
+        now = time.monotonic()
+        record: dict[str, Any] = {
+            "step": self.step,
+            "images": self.images_seen,
+            "time": round(self.elapsed(), 3),
+            "images_per_s": (self.images_seen - self._log_images) / max(now - self._log_t, 1e-9),
+        }
+        self._log_t, self._log_images = now, self.images_seen
+        record.update(zip(keys, means, strict=True))
+        record["loss"] = sum(v for k, v in zip(keys, means, strict=True) if k.endswith("/loss"))
+        for ph in self.phases:
+            record[f"lr/{ph.name}"] = ph.optimizer.param_groups[0]["lr"]
+        if self.ema is not None:
+            record["ema_decay"] = self.ema.decay_at(self.step)
+        self.log_metrics(self.step, record)
+
+    def log_metrics(self, step: int, values: dict[str, Any]) -> None:
+        """Write `values` for `step` into metrics.jsonl/TensorBoard (rank 0); callbacks use this too."""
+        self.last_metrics.update(values)
+        if self._log is None:
+            return
+        self._log.write({"step": step, **values})
+        if self._progress is not None and "images_per_s" in values:
+            self._progress.update(
+                self.budget.fraction(self.step, self.images_seen, self.elapsed()), {"step": step, **values}
+            )
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The model with its EMA weights in place (or as is, without EMA), in eval mode."""
+        ctx = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+        was_training = self.model.training
+        with ctx:
+            self.model.eval()
+            try:
+                yield self.model
+            finally:
+                self.model.train(was_training)
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        classes = int(getattr(self.model.config, "num_classes", 0) or 0)
+        if not (classes and getattr(self.model, "conditional", False)):
+            return None
+        return torch.arange(n, device=self.device) % classes
+
+    def write_samples(self) -> Path | None:
+        """A grid of samples from fixed noise (EMA weights) into samples/step-NNNNNNN.png."""
+        if self.model.task == "encode":  # encoders (simclr) produce embeddings, not images
+            return None
+        n = self.config.sample_count
+        with ckpt.preserved_rng(), self.ema_weights() as model:
+            gen = torch.Generator().manual_seed(self.config.sample_seed)  # as Pipeline.generate draws
+            images = to_uint8(model.sample(n, generator=gen, labels=self.sample_labels(n)))
+        path = self.run_dir / "samples" / f"{ckpt.step_dir_name(self.step)}.png"
+        write_grid(path, images)
+        if self._log is not None:
+            self._log.add_image("samples", make_grid(images), self.step)
+        return path
+
+    def save_final(self) -> None:
+        use_ema = self.ema is not None and self.config.final_weights == "ema"
+        info = {
+            "dataset": self.dataset.describe(),
+            "step": self.step,
+            "images": self.images_seen,
+            "ema": use_ema,
+            "train": to_dict(self.config),
+            "genforge_version": __version__,
+        }
+        ctx = self.ema.applied() if use_ema else contextlib.nullcontext()
+        with ctx:
+            save_model(self.model, self.model_name, self.run_dir, info)
+
+    def _write_run_json(self) -> None:
+        write_json(
+            self.run_dir / RUN_JSON,
+            {
+                "model": self.model_name,
+                "family": self.model.family,
+                "model_config": to_dict(self.model.config),
+                "train": to_dict(self.config),
+                "augment": to_dict(self.augment_config) if self.augment_config is not None else None,
+                "dataset": self.dataset.describe(),
+                "world_size": self.ctx.world_size,
+                "device": str(self.device),
+                "precision": self.precision.name,
+                "genforge_version": __version__,
+                "torch_version": torch.__version__,
+            },
+        )
+
+    # --- state: checkpoints, resume, rollback ----------------------------------------------------
+
+    def _held_generators(self) -> dict[str, torch.Generator]:
+        """torch.Generators the model keeps as attributes (its private noise sources)."""
+        found = {}
+        for mod_name, module in self.model.named_modules():
+            for attr, value in vars(module).items():
+                if isinstance(value, torch.Generator):
+                    found[f"{mod_name}.{attr}" if mod_name else attr] = value
+        return found
+
+    def capture_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue training exactly: (tensors, JSON-able metadata)."""
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema/{k}": v for k, v in self.ema.state_tensors().items()})
+        optimizers, scalers = {}, {}
+        for ph in self.phases:
+            t, meta = ckpt.optimizer_to_flat(ph.optimizer, f"optim/{ph.name}")
+            tensors.update(t)
+            optimizers[ph.name] = meta
+            if ph.scaler is not None:
+                scalers[ph.name] = ph.scaler.state_dict()
+        rng = {
+            "global": ckpt.rng_state(),
+            "augment": ckpt.generator_state(self.augment_generator),
+            "model": {k: ckpt.generator_state(g) for k, g in self._held_generators().items()},
+        }
+        training_state = getattr(self.model, "training_state", None)
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model_name,
+            "model_config": to_dict(self.model.config),
+            "train": to_dict(self.config),
+            "step": self.step,
+            "images": self.images_seen,
+            "elapsed": self.elapsed() if hasattr(self, "_t0") else self.elapsed_before,
+            "loader": self.loader.state_dict(),
+            "rng": dist.all_gather_json(self.ctx, rng),
+            "optimizers": optimizers,
+            "scalers": scalers,
+            "guard": self.guard.state(),
+            "model_state": training_state() if callable(training_state) else None,
+            "metrics": {k: v for k, v in self.last_metrics.items() if isinstance(v, int | float)},
+            "world_size": self.ctx.world_size,
+        }
+        return tensors, meta
+
+    def restore_state(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], *, keep_guard: bool = False
+    ) -> None:
+        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("model") != self.model_name:
+            raise GenforgeError(f"checkpoint is not a {self.model_name!r} genforge checkpoint")
+        model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+        self.model.load_state_dict(model_state)
+        if self.ema is not None:
+            self.ema.load_state_tensors(
+                {k[len("ema/") :]: v for k, v in tensors.items() if k.startswith("ema/")}
+            )
+        for ph in self.phases:
+            ckpt.optimizer_from_flat(ph.optimizer, tensors, meta["optimizers"][ph.name], f"optim/{ph.name}")
+            if ph.scaler is not None and ph.name in meta.get("scalers", {}):
+                ph.scaler.load_state_dict(meta["scalers"][ph.name])
+        self.step, self.images_seen = int(meta["step"]), int(meta["images"])
+        self.elapsed_before = float(meta["elapsed"])
+        self.loader.load_state_dict(meta["loader"])
+        ranks = meta["rng"]
+        rng = ranks[self.ctx.rank] if self.ctx.rank < len(ranks) else None
+        if rng is not None:
+            ckpt.set_rng_state(rng["global"])
+            ckpt.set_generator_state(self.augment_generator, rng["augment"])
+            held = self._held_generators()
+            for name, state in rng["model"].items():
+                if name in held:
+                    ckpt.set_generator_state(held[name], state)
+        else:
+            # a different number of processes than when saved: continue, reseeded per rank
+            self._seed_everything(self.config.seed + self.ctx.rank + 104729 * self.step)
+        load_training_state = getattr(self.model, "load_training_state", None)
+        if callable(load_training_state) and meta.get("model_state") is not None:
+            load_training_state(meta["model_state"])
+        if not keep_guard:
+            self.guard.load_state(meta.get("guard", {}))
+        self.last_metrics = dict(meta.get("metrics", {}))
+        self._apply_lr_scale()
+        self._acc, self._acc_n = {}, {}
+        self.guard.reset()
+
+    def _apply_lr_scale(self) -> None:
+        for ph in self.phases:
+            for group, base in zip(ph.optimizer.param_groups, ph.base_lrs, strict=True):
+                group["lr"] = base * self.guard.lr_scale
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / CHECKPOINTS
+
+    def _state_is_finite(self) -> bool:
+        tensors = [p.detach() for p in self.model.parameters()]
+        if self.ema is not None:
+            tensors += self.ema.shadow_params
+        return bool(all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()))
+
+    def save_checkpoint(self) -> Path | None:
+        """Write checkpoints/step-NNNNNNN (rank 0), update best.json, prune old ones."""
+        tensors, meta = self.capture_state()
+        path = None
+        if self.ctx.is_main:
+            path = ckpt.save(self.checkpoint_dir, self.step, tensors, meta)
+            metric = self.config.best_metric
+            ckpt.update_best(
+                self.checkpoint_dir, self.step, metric, self.last_metrics.get(metric), self.config.best_mode
+            )
+            ckpt.prune(self.checkpoint_dir, self.config.keep_last)
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, self.step, path)
+        dist.barrier(self.ctx)
+        return path
+
+    def _resume(self) -> Path | None:
+        path = ckpt.latest(self.checkpoint_dir)
+        if path is None:
+            return None
+        tensors, meta = ckpt.load(path, self.device)
+        self.restore_state(tensors, meta)
+        return path
+
+    def _check_divergence(self, check_weights: bool = False) -> bool:
+        """Roll back when a loss went non-finite (or the weights, checked before saving); True if rolled back."""
+        flag = dist.all_reduce_max(self.ctx, self.guard.pending())
+        why = "non-finite loss" if bool(flag.item()) else None
+        if why is None and check_weights and not self._state_is_finite():
+            why = "non-finite weights"
+        if why is None:
+            self.guard.reset()
+            return False
+        bad_step = self.step
+        lr_scale = self.guard.diverged(bad_step, why)
+        path = ckpt.latest(self.checkpoint_dir)
+        tensors, meta = ckpt.load(path, self.device) if path is not None else self._initial
+        self.restore_state(tensors, meta, keep_guard=True)
+        note = f"{why} at step {bad_step}: rolled back to step {self.step} with lr x{lr_scale:g}"
+        if self._progress is not None:
+            self._progress.message(f"[yellow]divergence:[/] {note}")
+        self.log_metrics(
+            bad_step, {"event": "rollback", "reason": why, "to_step": self.step, "lr_scale": lr_scale}
+        )
+        return True
