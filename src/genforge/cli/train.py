@@ -104,7 +104,7 @@ def restore(
     input_: Path = typer.Argument(..., metavar="INPUT", help="An image file, a folder of images or an .npz."),
     out: Path = typer.Option(..., "--out", "-o", help="Output of the same kind as INPUT."),
     corrupt: str = typer.Option(
-        None, "--corrupt", help="Corrupt the input first (demos): kinds, e.g. gaussian,rectangle."
+        None, "--corrupt", help="Corrupt the input first (demos): kinds, e.g. gaussian,rectangles."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the corruption."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),

@@ -53,6 +53,9 @@ class GenerativeModel(nn.Module):
     ema_modules: ClassVar[tuple[str, ...]] = ()
     # True when `sample` accepts class labels
     conditional: bool = False
+    # "generate": `sample` makes new images; "restore": the model maps corrupted images to clean
+    # ones through `restore(images)` (deploy and the CLI pick the entry point from this)
+    task: ClassVar[str] = "generate"
 
     def __init__(self, config: Any):
         super().__init__()

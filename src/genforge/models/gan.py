@@ -1,0 +1,381 @@
+"""GANs: DCGAN (the seed article's, fixed), WGAN-GP, SNGAN and their class-conditional forms.
+
+One model class, `GAN`, holds a generator and a discriminator (`models.nets.dcgan`); the
+registered names differ in their default config: the adversarial loss (from `GAN_LOSSES`), the
+discriminator's normalisation, the gradient penalty and the number of critic steps. Any of them
+becomes class-conditional with `num_classes > 0` (conditional batch norm in the generator and a
+projection discriminator); `cgan` is the conditional DCGAN by name.
+
+DiffAugment (`genforge.augment`) is applied, when its policy is set, to real and fake batches in
+the discriminator step and to fakes in the generator step; with `ada` its probability follows
+an ADA controller fed with the discriminator's sign on reals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genforge.augment import DiffAugmentConfig, build_ada, build_diffaugment
+from genforge.core.errors import ConfigError, GenforgeError
+from genforge.core.registry import Registry
+from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
+from genforge.models.nets.conv import stage_widths
+from genforge.models.nets.dcgan import Discriminator, Generator
+from genforge.models.nets.latent import class_labels, interpolation_latents
+from genforge.models.registry import MODELS
+
+
+@dataclass(frozen=True)
+class AdversarialLoss:
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits on real, on fake) -> loss
+    generator: Callable[[torch.Tensor], torch.Tensor]  # logits on fake -> loss
+
+
+def _bce_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # on logits: the article passed sigmoid outputs to a from-logits loss, squashing its gradients
+    return F.binary_cross_entropy_with_logits(
+        real, torch.ones_like(real)
+    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+
+
+def _bce_g(fake: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))  # non-saturating
+
+
+def _wasserstein_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def _negative_mean(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+GAN_LOSSES: Registry[AdversarialLoss] = Registry("GAN loss")
+GAN_LOSSES.register("bce", AdversarialLoss(_bce_d, _bce_g))
+GAN_LOSSES.register("wasserstein", AdversarialLoss(_wasserstein_d, _negative_mean))
+GAN_LOSSES.register("hinge", AdversarialLoss(_hinge_d, _negative_mean))
+
+
+def gradient_penalty(
+    critic: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    eps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gulrajani et al. 2017: E[(||grad_x D(x)||_2 - 1)^2] at random interpolates of real and fake."""
+    if eps is None:
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    x = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x, labels).sum(), x, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No parameter gradients for `module` (its input gradients still flow)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class Augmentation(nn.Module):
+    """DiffAugment with, when configured, the ADA controller that drives its probability.
+
+    The controller's state lives in a buffer of this module, so the model's state dict (and with
+    it every trainer checkpoint) carries it and a resumed run continues with the same p.
+    """
+
+    def __init__(self, config: DiffAugmentConfig):
+        super().__init__()
+        self.diffaugment = build_diffaugment(config)
+        self.ada = build_ada(config)
+        # p, last r (nan = none yet), observed batches, pending [sign sum, outputs, images]
+        self.register_buffer("ada_state", torch.tensor([config.p, math.nan, 0, 0, 0, 0], dtype=torch.float64))
+
+    @property
+    def p(self) -> float:
+        return self.diffaugment.p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.diffaugment(x)
+
+    def observe(self, d_real: torch.Tensor) -> None:
+        if self.ada is not None:
+            self.diffaugment.p = self.ada.observe(d_real)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.ada is not None:
+            st = self.ada.state_dict()
+            last_r = math.nan if st["last_r"] is None else st["last_r"]
+            self.ada_state.copy_(
+                torch.tensor([st["p"], last_r, st["calls"], *st["pending"]], dtype=torch.float64)
+            )
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.ada is not None:
+            p, last_r, calls, *pending = self.ada_state.tolist()
+            self.ada.load_state_dict(
+                {
+                    "p": p,
+                    "last_r": None if math.isnan(last_r) else last_r,
+                    "calls": int(calls),
+                    "pending": pending,
+                }
+            )
+            self.diffaugment.p = self.ada.p
+
+
+@dataclass
+class GANConfig:
+    image_size: int = 28
+    channels: int = 1
+    num_classes: int = 0  # > 0: conditional batch norm in G, projection D
+    latent_dim: int = 100
+    g_widths: list[int] = field(
+        default_factory=lambda: [256, 128, 64]
+    )  # one stride-2 stage per width after the first
+    d_widths: list[int] = field(default_factory=lambda: [64, 128])  # one stride-2 conv each
+    kernel: int = 5
+    g_activation: Literal["relu", "leaky_relu"] = "relu"
+    leak: float = 0.2
+    d_dropout: float = 0.3
+    d_norm: Literal["none", "batch", "layer"] = "none"
+    spectral_norm: bool = False
+    loss: str = "bce"  # a GAN_LOSSES name
+    gp_weight: float = 0.0
+    n_critic: int = 1
+    g_lr: float = 1e-4
+    d_lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    # how stride-2 transposed convolutions are computed: same parameters and function either way
+    upsample: Literal["transposed", "subpixel"] = "transposed"
+    # the generator step reuses the fakes (and their graph) of the discriminator step of the same
+    # step, as PyTorch's DCGAN example does, instead of running the generator twice; only with n_critic 1
+    reuse_fakes: bool = True
+    diffaugment: DiffAugmentConfig = field(default_factory=DiffAugmentConfig)
+
+    def __post_init__(self) -> None:
+        GAN_LOSSES.get(self.loss)
+        for name in ("image_size", "channels", "latent_dim", "kernel", "n_critic"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"gan.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"gan.kernel: must be odd ('same' padding), got {self.kernel}")
+        if self.num_classes < 0 or self.gp_weight < 0 or not 0 <= self.d_dropout < 1:
+            raise ConfigError("gan: num_classes and gp_weight must be >= 0 and d_dropout in [0, 1)")
+        if not self.d_widths:
+            raise ConfigError("gan.d_widths: need at least one discriminator layer")
+
+
+def gan_size_defaults(image_size: int) -> dict[str, Any]:
+    if image_size == 28:  # the article's (TensorFlow tutorial's) networks
+        return {"g_widths": [256, 128, 64], "d_widths": [64, 128]}
+    g = stage_widths(image_size, 32, 256, extra=1)[::-1]  # dense width first, halving per stage
+    return {"g_widths": g, "d_widths": g[::-1][1:]}
+
+
+class GAN(GenerativeModel):
+    family = "gan"
+    config_class = GANConfig
+    ema_modules = ("generator",)
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        c = config
+        self.conditional = c.num_classes > 0
+        self.generator = Generator(
+            c.latent_dim,
+            c.channels,
+            c.image_size,
+            c.g_widths,
+            c.kernel,
+            c.g_activation,
+            c.leak,
+            c.num_classes,
+            c.upsample,
+        )
+        self.discriminator = Discriminator(
+            c.channels,
+            c.image_size,
+            c.d_widths,
+            c.kernel,
+            c.leak,
+            c.d_dropout,
+            c.d_norm,
+            c.spectral_norm,
+            c.num_classes,
+        )
+        self.adversarial = GAN_LOSSES.get(c.loss)
+        self.augment = Augmentation(c.diffaugment) if c.diffaugment.policy else None
+        self._fakes: tuple[int, torch.Tensor, torch.Tensor | None] | None = None
+        self._steps = {"discriminator": self._discriminator_step, "generator": self._generator_step}
+
+    @classmethod
+    def default_config(cls, image_size: int, channels: int, num_classes: int = 0, **overrides: Any) -> Any:
+        return super().default_config(
+            image_size, channels, num_classes, **{**gan_size_defaults(image_size), **overrides}
+        )
+
+    def phases(self) -> list[Phase]:
+        c = self.config
+        return [
+            Phase(
+                "discriminator", ["discriminator"], OptimizerSpec("adam", c.d_lr, c.betas), repeats=c.n_critic
+            ),
+            Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas)),
+        ]
+
+    def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
+        if phase not in self._steps:
+            raise GenforgeError(
+                f"{type(self).__name__}: unknown phase {phase!r}; known: {', '.join(self._steps)}"
+            )
+        return self._steps[phase](batch, step)
+
+    def _labels(self, batch: Batch) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if batch.labels is None or bool((batch.labels < 0).any()):
+            raise GenforgeError(
+                f"{type(self).__name__} is class-conditional (num_classes={self.config.num_classes}) "
+                "but the batch has unlabelled images; use a labelled dataset or num_classes: 0"
+            )
+        return batch.labels
+
+    def _generate(self, n: int, labels: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        return self.generator(torch.randn(n, self.config.latent_dim, device=device), labels)
+
+    def _discriminator_step(self, batch: Batch, step: int) -> ModelOutput:
+        real, labels = batch.images, self._labels(batch)
+        keep = self.config.reuse_fakes and self.config.n_critic == 1 and torch.is_grad_enabled()
+        with torch.set_grad_enabled(keep):
+            fake = self._generate(real.shape[0], labels, real.device)
+        self._fakes = (step, fake, labels) if keep else None
+        fake = fake.detach()
+        if self.augment is not None:
+            real, fake = self.augment(real), self.augment(fake)
+        d_real = self.discriminator(real, labels)
+        d_fake = self.discriminator(fake, labels)
+        loss = self.adversarial.discriminator(d_real, d_fake)
+        terms: dict[str, torch.Tensor | float] = {
+            "d_loss": loss.detach(),
+            "d_real": d_real.detach().mean(),
+            "d_fake": d_fake.detach().mean(),
+        }
+        if self.config.gp_weight > 0:
+            gp = gradient_penalty(self.discriminator, real, fake, labels)
+            loss = loss + self.config.gp_weight * gp
+            terms["gp"] = gp.detach()
+        if self.augment is not None:
+            self.augment.observe(d_real.detach())
+            terms["augment_p"] = self.augment.p
+        return ModelOutput(loss, terms)
+
+    def _generator_step(self, batch: Batch, step: int) -> ModelOutput:
+        cached, self._fakes = self._fakes, None
+        if cached is not None and cached[0] == step and cached[1].requires_grad:
+            _, fake, labels = cached
+        else:
+            labels = self._labels(batch)
+            fake = self._generate(batch.images.shape[0], labels, batch.images.device)
+        if self.augment is not None:
+            fake = self.augment(fake)
+        with frozen(self.discriminator):
+            loss = self.adversarial.generator(self.discriminator(fake, labels))
+        return ModelOutput(loss, {"g_loss": loss.detach()})
+
+    def _sample_labels(self, n: int, labels: torch.Tensor | int | None) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        return class_labels(labels, n, self.config.num_classes, next(self.parameters()).device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
+        return self.generator(z, self._sample_labels(n, labels))
+
+    @torch.no_grad()
+    def interpolate(
+        self, n_steps: int, seed_a: int, seed_b: int, labels: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Images along the latent path between the noises of two seeds (spherical interpolation)."""
+        z = interpolation_latents(self.config.latent_dim, n_steps, seed_a, seed_b)
+        device = next(self.parameters()).device
+        return self.generator(z.to(device), self._sample_labels(n_steps, 0 if labels is None else labels))
+
+
+@dataclass
+class WGANGPConfig(GANConfig):
+    loss: str = "wasserstein"
+    gp_weight: float = 10.0
+    n_critic: int = 5
+    d_norm: Literal["none", "batch", "layer"] = "layer"
+    d_dropout: float = 0.0
+    betas: tuple[float, float] = (0.0, 0.9)
+
+
+@dataclass
+class SNGANConfig(GANConfig):
+    loss: str = "hinge"
+    spectral_norm: bool = True
+    d_dropout: float = 0.0
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+
+
+@MODELS.register("dcgan")
+class DCGAN(GAN):
+    config_class = GANConfig
+
+
+@MODELS.register("wgan-gp")
+class WGANGP(GAN):
+    config_class = WGANGPConfig
+
+
+@MODELS.register("sngan")
+class SNGAN(GAN):
+    config_class = SNGANConfig
+
+
+@MODELS.register("cgan")
+class ConditionalGAN(GAN):
+    """The conditional DCGAN; it needs classes."""
+
+    config_class = GANConfig
+
+    def __init__(self, config: GANConfig):
+        if config.num_classes < 1:
+            raise ConfigError(
+                "cgan: num_classes must be >= 1 (a labelled dataset); use dcgan for unlabelled data"
+            )
+        super().__init__(config)

@@ -1,0 +1,134 @@
+"""`restore_path`: run a trained restoration model (task "restore") over image files or arrays.
+
+Input and output are the same kind: one image file -> one PNG, a folder of images -> a folder of
+PNGs with the same stems, an .npz with an `images` array (uint8 (N,H,W,C) or (N,H,W)) -> an .npz
+with `images` (and `corrupted` when a demo corruption was applied). Every output is written
+atomically. Images must already have the model's size; grey/RGB are converted to its channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genforge.core.atomic import atomic_dir, atomic_file, atomic_path
+from genforge.core.errors import DataError, GenforgeError
+from genforge.models.corruption import CorruptionConfig, corrupt
+from genforge.models.pipeline import from_uint8, load_pipeline, to_uint8
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Restored:
+    kind: str  # "image" | "folder" | "npz"
+    out: Path
+    restored: np.ndarray  # uint8 (N, H, W, C)
+    corrupted: np.ndarray  # uint8 (N, H, W, C): the model's input (the original when no corruption)
+    names: list[str]
+
+
+def _read_image(path: Path, channels: int, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.array(im, dtype=np.uint8)  # a writable copy: torch refuses read-only buffers
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"{path}: cannot read as an image ({exc})") from None
+    if arr.shape[:2] != (size, size):
+        raise DataError(
+            f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, the model restores {size}x{size} images"
+        )
+    return arr.reshape(size, size, channels)
+
+
+def _read_npz(path: Path, channels: int, size: int) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "images" not in data:
+                raise DataError(f"{path}: no `images` array (found: {', '.join(data.files) or 'none'})")
+            arr = data["images"]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as .npz ({exc})") from None
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (size, size, channels):
+        raise DataError(
+            f"{path}: `images` must be uint8 (N, {size}, {size}, {channels}), got {arr.dtype} {tuple(arr.shape)}"
+        )
+    return arr
+
+
+def _save_png(arr: np.ndarray, target: Path) -> None:
+    from PIL import Image
+
+    with atomic_file(target) as fh:
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(fh, format="PNG")
+
+
+def restore_path(
+    run_dir: str | Path,
+    input: str | Path,
+    out: str | Path,
+    corruption: CorruptionConfig | None = None,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> Restored:
+    """Restore `input` (image file, folder of images or .npz) with the model in `run_dir` into `out`.
+
+    `corruption` (with `seed`) is applied to the inputs first, for demonstrations on clean data.
+    """
+    pipe = load_pipeline(run_dir, device=device)
+    model = pipe.model
+    if getattr(model, "task", "generate") != "restore":
+        raise GenforgeError(
+            f"{run_dir}: model {pipe.name!r} generates images; `restore` needs a restoration model (e.g. dae)"
+        )
+    channels, size = model.config.channels, model.config.image_size
+    src, out = Path(input), Path(out)
+    if not src.exists():
+        raise DataError(f"{src}: no such file or folder")
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{src}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        kind, names = "folder", [p.stem for p in files]
+        images = np.stack([_read_image(p, channels, size) for p in files])
+    elif src.suffix.lower() == ".npz":
+        kind, images = "npz", _read_npz(src, channels, size)
+        names = [str(i) for i in range(len(images))]
+    elif src.suffix.lower() in IMAGE_SUFFIXES:
+        kind, names = "image", [src.stem]
+        images = _read_image(src, channels, size)[None]
+    else:
+        raise DataError(
+            f"{src}: expected an image file ({', '.join(IMAGE_SUFFIXES)}), a folder of them or an .npz"
+        )
+
+    x = from_uint8(images)
+    if corruption is not None:
+        # quantised like a real corrupted image, so the saved `corrupted` is exactly the model's input
+        x = from_uint8(to_uint8(corrupt(x, corruption, torch.Generator().manual_seed(int(seed)))))
+    model.eval()
+    restored = np.concatenate([to_uint8(model.restore(chunk)) for chunk in x.split(batch_size)])
+    corrupted = to_uint8(x)
+
+    if kind == "npz":
+        arrays = {"images": restored, **({"corrupted": corrupted} if corruption is not None else {})}
+        with atomic_path(out) as tmp:
+            np.savez_compressed(tmp, **arrays)
+    elif kind == "folder":
+        with atomic_dir(out, overwrite=overwrite) as tmp_dir:
+            for name, arr in zip(names, restored, strict=True):
+                _save_png(arr, tmp_dir / f"{name}.png")
+    else:
+        _save_png(restored[0], out)
+    return Restored(kind=kind, out=out, restored=restored, corrupted=corrupted, names=names)

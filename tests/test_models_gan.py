@@ -1,0 +1,314 @@
+"""GAN family: the article's DCGAN (fixed), WGAN-GP, SNGAN, conditional variants, DiffAugment/ADA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genforge.core.errors import ConfigError, GenforgeError
+from genforge.models.base import Batch
+from genforge.models.gan import DCGAN, GAN_LOSSES, SNGAN, WGANGP, ConditionalGAN, gradient_penalty
+from genforge.models.nets.dcgan import Dropout
+from genforge.models.nets.latent import seeded_normal
+from genforge.models.pipeline import load_pipeline, save_model, to_uint8
+from genforge.models.registry import MODELS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny networks: a second intra-op thread only adds contention on the shared 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = {"g_widths": [32, 16, 8], "d_widths": [8, 16]}
+
+
+def _batch(n=8, channels=1, size=28, seed=0, labels=None):
+    g = torch.Generator().manual_seed(seed)
+    return Batch(torch.rand(n, channels, size, size, generator=g) * 2 - 1, labels)
+
+
+def test_article_dcgan_is_the_tutorial_architecture():
+    m = DCGAN(DCGAN.default_config(28, 1))
+    g = m.generator
+    assert g.fc.bias is None and g.fc.out_features == 7 * 7 * 256
+    assert [c.stride[0] for c in g.convs] == [1, 2, 2]  # not three stride-2 layers (the article's 56x56 bug)
+    assert [c.out_channels for c in g.convs] == [128, 64, 1]
+    assert all(c.kernel_size == (5, 5) for c in g.convs)
+    m.eval()
+    assert m.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
+    d = m.discriminator
+    assert not any(isinstance(mod, nn.Sigmoid) for mod in d.modules())
+    convs = [mod for mod in d.modules() if isinstance(mod, nn.Conv2d)]
+    assert [(c.out_channels, c.stride[0], c.kernel_size[0]) for c in convs] == [(64, 2, 5), (128, 2, 5)]
+    assert [mod.p for mod in d.modules() if isinstance(mod, Dropout)] == [0.3, 0.3]
+    assert [mod.negative_slope for mod in d.modules() if isinstance(mod, nn.LeakyReLU)] == [0.2, 0.2]
+    assert d.head.in_features == 128 * 7 * 7 and d.head.out_features == 1
+
+
+def test_bce_is_computed_on_logits():
+    real, fake = torch.tensor([3.0, -1.0, 0.5]), torch.tensor([-2.0, 4.0, 0.0])
+    loss = GAN_LOSSES.get("bce").discriminator(real, fake)
+    manual = -torch.log(torch.sigmoid(real)).mean() - torch.log(1 - torch.sigmoid(fake)).mean()
+    torch.testing.assert_close(loss, manual)
+    # the model's D step equals BCE-with-logits on D's raw outputs for the same noise
+    m = DCGAN(DCGAN.default_config(28, 1, d_dropout=0.0, reuse_fakes=False))
+    batch = _batch()
+    torch.manual_seed(5)
+    out = m.training_step("discriminator", batch, 0)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        fake = m.generator(torch.randn(8, 100))
+        r, f = m.discriminator(batch.images), m.discriminator(fake)
+    expected = F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) + F.binary_cross_entropy_with_logits(
+        f, torch.zeros_like(f)
+    )
+    torch.testing.assert_close(out.loss.detach(), expected)
+    assert out.loss.item() > 0.5  # sigmoid-then-from-logits would be stuck near 2*log(1+e^-0.5) ~ 0.95 min
+
+
+@pytest.mark.parametrize(
+    "name,size,channels",
+    [
+        ("dcgan", 28, 1),
+        ("dcgan", 32, 3),
+        ("dcgan", 64, 3),
+        ("wgan-gp", 28, 3),
+        ("wgan-gp", 32, 1),
+        ("wgan-gp", 64, 1),
+    ]
+    + [("sngan", 28, 1), ("sngan", 32, 3), ("sngan", 64, 1)],
+)
+def test_shapes_and_one_step(name, size, channels):
+    cls = MODELS.get(name)
+    cfg = cls.default_config(size, channels)
+    assert len(cfg.g_widths) - 1 == {28: 2, 32: 3, 64: 4}[size]  # stride-2 stages from a 7 or 4 px start
+    # the per-size layout, at an eighth of the width to keep the test fast
+    m = cls(
+        cls.default_config(
+            size, channels, g_widths=[w // 8 for w in cfg.g_widths], d_widths=[w // 8 for w in cfg.d_widths]
+        )
+    )
+    batch = _batch(4, channels, size)
+    for phase in m.phases():
+        out = m.training_step(phase.name, batch, 0)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        out.loss.backward()
+    m.eval()
+    x = m.sample(3, generator=torch.Generator().manual_seed(1))
+    assert x.shape == (3, channels, size, size) and x.min() >= -1 and x.max() <= 1
+    assert m.discriminator(x).shape == (3,)
+
+
+def test_registered_defaults():
+    assert [p.repeats for p in WGANGP(WGANGP.default_config(28, 1)).phases()] == [5, 1]
+    w = WGANGP.default_config(28, 1)
+    assert (w.loss, w.gp_weight, w.d_norm) == ("wasserstein", 10.0, "layer")
+    s = SNGAN.default_config(32, 3)
+    assert (s.loss, s.spectral_norm) == ("hinge", True)
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in WGANGP(w).discriminator.modules())
+    with pytest.raises(ConfigError, match="num_classes"):
+        ConditionalGAN(ConditionalGAN.default_config(28, 1))
+    with pytest.raises(ConfigError, match="unknown GAN loss"):
+        DCGAN.default_config(28, 1, loss="nope")
+
+
+def test_gradient_penalty_matches_direct_autograd():
+    torch.manual_seed(0)
+    m = WGANGP(WGANGP.default_config(28, 1, **TINY))
+    real, fake = _batch(5).images, _batch(5, seed=1).images
+    eps = torch.rand(5, 1, 1, 1)
+    gp = gradient_penalty(m.discriminator, real, fake, eps=eps)
+    assert gp.requires_grad  # create_graph: the penalty trains the critic
+    norms = []
+    for i in range(5):  # one sample at a time (layer norm does not couple samples)
+        x = (eps[i] * real[i] + (1 - eps[i]) * fake[i])[None].requires_grad_(True)
+        (g,) = torch.autograd.grad(m.discriminator(x).sum(), x)
+        norms.append(g.norm())
+    torch.testing.assert_close(gp, ((torch.stack(norms) - 1) ** 2).mean(), rtol=1e-4, atol=1e-6)
+
+    class Linear(nn.Module):  # D(x) = <w, x>: the gradient is w everywhere, GP = (|w| - 1)^2
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.full((1, 1, 28, 28), 0.1))
+
+        def forward(self, x, labels=None):
+            return (x * self.w).flatten(1).sum(1)
+
+    torch.testing.assert_close(gradient_penalty(Linear(), real, fake), torch.tensor((2.8 - 1.0) ** 2))
+
+
+def test_spectral_norm_keeps_top_singular_value_near_one():
+    torch.manual_seed(0)
+    m = SNGAN(SNGAN.default_config(32, 3, num_classes=4, d_widths=[16, 32, 64]))
+    x = _batch(4, 3, 32).images
+    with torch.no_grad():  # make the raw weights clearly non-normalised
+        for mod in m.discriminator.modules():
+            if isinstance(mod, nn.Conv2d | nn.Linear):
+                mod.parametrizations.weight.original.mul_(5.0)
+    for _ in range(30):  # power iteration runs once per training-mode forward
+        m.discriminator(x, torch.arange(4))
+    weights = [mod.weight for mod in m.discriminator.modules() if isinstance(mod, nn.Conv2d | nn.Linear)]
+    assert len(weights) == 4
+    for w in weights:
+        top = torch.linalg.matrix_norm(w.detach().flatten(1), ord=2)
+        assert abs(top.item() - 1.0) < 0.05
+    raw = m.discriminator.features[0].parametrizations.weight.original
+    assert torch.linalg.matrix_norm(raw.detach().flatten(1), ord=2) > 3.0  # it really normalised something
+
+
+def test_discriminator_loss_falls_on_fixed_real_and_fake():
+    for cls in (DCGAN, WGANGP, SNGAN):
+        torch.manual_seed(0)
+        m = cls(cls.default_config(28, 1, **TINY))
+        real = Batch(torch.linspace(-1, 1, 28).repeat(8, 1, 28, 1))  # gradients, unlike G's output
+        opt = torch.optim.Adam(m.discriminator.parameters(), lr=1e-3)
+        losses = []
+        for step in range(12):
+            out = m.training_step("discriminator", real, step)
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+            losses.append(out.terms["d_loss"].item())
+        assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, (cls.__name__, losses)
+
+
+def test_generator_step_trains_g_only_and_its_loss_falls():
+    torch.manual_seed(0)
+    m = DCGAN(DCGAN.default_config(28, 1, **TINY))
+    opt = torch.optim.Adam(m.generator.parameters(), lr=2e-3)
+    batch, losses = _batch(), []
+    for step in range(12):
+        out = m.training_step("generator", batch, step)
+        opt.zero_grad()
+        out.loss.backward()
+        assert all(p.grad is None for p in m.discriminator.parameters())
+        assert all(p.requires_grad for p in m.discriminator.parameters())  # unfrozen afterwards
+        opt.step()
+        losses.append(out.loss.item())
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_generator_step_reuses_the_discriminator_steps_fakes():
+    m = DCGAN(DCGAN.default_config(28, 1, **TINY))
+    calls = []
+    generate = m._generate
+    m._generate = lambda *a: calls.append(1) or generate(*a)
+    batch = _batch()
+    m.training_step("discriminator", batch, 3)
+    assert m._fakes[1].requires_grad and len(calls) == 1
+    out = m.training_step("generator", batch, 3)
+    assert m._fakes is None and len(calls) == 1  # no second generator forward
+    out.loss.backward()
+    assert all(p.grad is not None for p in m.generator.parameters())  # the cached graph reaches G
+    m.training_step("generator", batch, 4)  # no D step at this step: fresh fakes
+    assert len(calls) == 2
+
+
+def test_subpixel_upsampling_is_the_same_function():
+    torch.manual_seed(0)
+    a = DCGAN(DCGAN.default_config(28, 1)).eval()
+    b = DCGAN(DCGAN.default_config(28, 1, upsample="subpixel")).eval()
+    b.load_state_dict(a.state_dict())
+    z = torch.randn(4, 100)
+    ya, yb = a.generator(z), b.generator(z)
+    torch.testing.assert_close(yb, ya, atol=1e-5, rtol=1e-4)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (name, pa), pb in zip(a.generator.named_parameters(), b.generator.parameters(), strict=True):
+        torch.testing.assert_close(pb.grad, pa.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_conditional_samples_depend_on_the_class():
+    torch.manual_seed(0)
+    for cls in (ConditionalGAN, SNGAN, DCGAN):
+        m = cls(cls.default_config(28, 1, num_classes=2, **TINY))
+        labels = torch.tensor([0, 1] * 8)
+        images = torch.where(labels[:, None, None, None] == 1, 0.8, -0.8).expand(16, 1, 28, 28).contiguous()
+        opts = {p.name: torch.optim.Adam(getattr(m, p.modules[0]).parameters(), lr=2e-3) for p in m.phases()}
+        for step in range(10):
+            for phase in m.phases():
+                out = m.training_step(phase.name, Batch(images, labels), step)
+                opts[phase.name].zero_grad()
+                out.loss.backward()
+                opts[phase.name].step()
+        m.eval()
+        x0 = m.sample(4, generator=torch.Generator().manual_seed(7), labels=torch.zeros(4, dtype=torch.long))
+        x1 = m.sample(4, generator=torch.Generator().manual_seed(7), labels=torch.ones(4, dtype=torch.long))
+        assert (x0 - x1).abs().mean() > 1e-3, cls.__name__
+    with pytest.raises(GenforgeError, match="unlabelled"):
+        m.train()
+        m.training_step("discriminator", _batch(), 0)
+
+
+def test_save_load_gives_identical_samples(tmp_path):
+    torch.manual_seed(0)
+    cfg = SNGAN.default_config(
+        32, 3, num_classes=3, diffaugment={"policy": ["color", "translation"], "ada": True}
+    )
+    m = SNGAN(cfg)
+    for step in range(2):
+        for phase in m.phases():
+            m.training_step(
+                phase.name, _batch(4, 3, 32, labels=torch.tensor([0, 1, 2, 0])), step
+            ).loss.backward()
+    m.eval()
+    save_model(m, "sngan", tmp_path, {"step": 2})
+    pipe = load_pipeline(tmp_path)
+    images, labels = pipe.generate(6, seed=11)
+    expected = m.sample(6, generator=torch.Generator().manual_seed(11), labels=torch.arange(6) % 3)
+    assert np.array_equal(images, to_uint8(expected)) and list(labels) == [0, 1, 2, 0, 1, 2]
+    assert pipe.model.augment.ada.state_dict() == m.augment.ada.state_dict()
+
+
+def test_diffaugment_applies_to_both_batches_and_ada_moves_p(tmp_path):
+    cfg = DCGAN.default_config(
+        28,
+        1,
+        **TINY,
+        diffaugment={
+            "policy": ["translation"],
+            "ada": True,
+            "p": 0.5,
+            "ada_speed_images": 64,
+            "ada_interval": 1,
+        },
+    )
+    m = DCGAN(cfg)
+    seen = []
+    m.discriminator.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+    real = Batch(torch.linspace(-1, 1, 28).repeat(8, 1, 28, 1))
+    out = m.training_step("discriminator", real, 0)
+    assert not torch.equal(seen[0], real.images)  # reals were translated
+    assert out.terms["augment_p"] != 0.5  # the controller moved p after observing D on reals
+    m2 = DCGAN(cfg)
+    m2.load_state_dict(m.state_dict())
+    assert m2.augment.p == m.augment.p
+
+
+def test_interpolation_endpoints_are_the_seeds_samples():
+    m = DCGAN(DCGAN.default_config(28, 1, **TINY)).eval()
+    path = m.interpolate(5, seed_a=1, seed_b=2)
+    assert path.shape == (5, 1, 28, 28)
+    torch.testing.assert_close(path[0], m.generator(seeded_normal((1, 100), 1))[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(path[-1], m.generator(seeded_normal((1, 100), 2))[0], atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_drops_at_rate_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    y = drop(torch.ones(200_000))
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01
+    torch.testing.assert_close(torch.unique(y), torch.tensor([0.0, 1.0 / 0.7]))
+    x = torch.randn(8, 4, requires_grad=True)
+    y = drop(x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.7)  # gradients flow through kept units only
+    assert torch.equal(drop.eval()(x), x)
