@@ -1,9 +1,140 @@
-"""`genforge` commands of the data stage."""
+"""`genforge` commands of the data stage: `data ingest`, `data report`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def ingest(
+    source: str = typer.Argument(
+        ...,
+        help="A source name (digits, mnist, ...) or a path: image folder, tar(.gz) archive, IDX file, .npz/.npy.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Dataset directory to write (appears only when complete)."
+    ),
+    size: str = typer.Option(
+        None, "--size", help="Target size H or HxW (default: the source's, if all agree)."
+    ),
+    channels: int = typer.Option(
+        None, "--channels", help="1 (grey) or 3 (RGB) (default: the source's, if all agree)."
+    ),
+    val_fraction: float = typer.Option(
+        None,
+        "--val-fraction",
+        help="Share of train to carve off as val (default 0.1, or 0 when the source has a test split).",
+    ),
+    limit: int = typer.Option(None, "--limit", help="Read at most N source items."),
+    workers: int = typer.Option(
+        None, "--workers", help="Decode processes (default: one per core, at most 2; 0: none)."
+    ),
+    resize_filter: str = typer.Option(
+        None, "--resize-filter", help="lanczos | bicubic | bilinear | area | nearest."
+    ),
+    fit: str = typer.Option(
+        None, "--fit", help="crop (centre crop, default) or pad to the target aspect ratio."
+    ),
+    background: str = typer.Option(
+        None, "--background", help="white | black | #rrggbb behind transparency and padding."
+    ),
+    near_dup_distance: int = typer.Option(
+        None, "--near-dup-distance", help="Max pHash Hamming distance (default 6)."
+    ),
+    near_dup_similarity: float = typer.Option(
+        None,
+        "--near-dup-similarity",
+        help="Min structure similarity 0..1 confirming a near pair (default 0.985).",
+    ),
+    dup_policy: str = typer.Option(
+        None, "--dup-policy", help="keep-first (report only, default) or drop (later copies)."
+    ),
+    seed: int = typer.Option(None, "--seed", help="Seed of the val carve."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset directory."),
+) -> None:
+    """Decode, validate, dedupe and split SOURCE into a canonical dataset, with its quality report."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from genforge.core.config import from_dict
+    from genforge.data.process import IngestConfig
+    from genforge.data.process import ingest as run_ingest
+    from genforge.data.process.config import parse_size
+
+    options = {
+        "size": parse_size(size) if size is not None else None,
+        "channels": channels,
+        "val_fraction": val_fraction,
+        "limit": limit,
+        "workers": workers,
+        "resize_filter": resize_filter,
+        "fit": fit,
+        "background": background,
+        "near_dup_distance": near_dup_distance,
+        "near_dup_similarity": near_dup_similarity,
+        "dup_policy": dup_policy,
+        "seed": seed,
+    }
+    cfg = from_dict(IngestConfig, {k: v for k, v in options.items() if v is not None})
+    console = Console(stderr=True)
+    # no auto-refresh thread: the decode workers are then forked from a single-threaded process
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]ingest[/]"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed:,} read · {task.fields[quarantined]:,} quarantined · {task.fields[rate]}"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+        auto_refresh=False,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("ingest", total=None, quarantined=0, rate="")
+
+        def progress(read: int, quarantined: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{read / elapsed:,.0f} items/s" if elapsed > 0 else ""
+            bar.update(task, completed=read, quarantined=quarantined, rate=rate)
+            bar.refresh()
+
+        result = run_ingest(source, out, cfg, overwrite=overwrite, progress=progress)
+    counts = result.manifest["counts"]
+    summary = result.report["summary"]
+    splits = ", ".join(f"{name} {n:,}" for name, n in summary["splits"].items())
+    typer.echo(
+        f"read {counts['read']:,} items: {counts['images']:,} images ({splits}), "
+        f"{counts['quarantined']:,} quarantined, {counts['duplicates_dropped']:,} duplicates dropped"
+    )
+    typer.echo(
+        f"duplicates: {summary['exact_duplicate_groups']:,} exact groups, {summary['near_duplicate_groups']:,} "
+        f"near groups, {summary['leakage_pairs']:,} leakage pairs across splits"
+    )
+    typer.echo(f"dataset: {result.path.resolve()}  (fingerprint {result.manifest['fingerprint']})")
+    typer.echo(f"report:  {(result.path / 'report.html').resolve()}")
+
+
+def report(
+    dataset: Path = typer.Argument(..., help="A canonical dataset directory (from `genforge data ingest`)."),
+) -> None:
+    """(Re)write DATASET/report.json and a self-contained DATASET/report.html."""
+    from genforge.data.report import write_report
+
+    result = write_report(dataset)
+    s = result["summary"]
+    typer.echo(
+        f"{s['images']:,} images, {s['quarantined']:,} quarantined, {s['exact_duplicate_groups']:,} exact / "
+        f"{s['near_duplicate_groups']:,} near duplicate groups, {s['leakage_pairs']:,} leakage pairs"
+    )
+    typer.echo(f"report: {(dataset / 'report.html').resolve()}")
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    data_app = typer.Typer(
+        help="Collect and process data: ingest a source into a canonical dataset; report on its quality.",
+        no_args_is_help=True,
+    )
+    data_app.command("ingest")(ingest)
+    data_app.command("report")(report)
+    app.add_typer(data_app, name="data")

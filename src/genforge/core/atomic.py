@@ -16,6 +16,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: str | Path, mode: int) -> None:
+    # mkstemp/mkdtemp create owner-only entries; the renamed result should be as readable as any
+    # file the user creates (a dataset read by a service account, say)
+    os.chmod(path, mode & ~_umask())
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -32,6 +44,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
     try:
+        _public(tmp, 0o666)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -53,6 +66,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent, suffix=target.suffix)
     os.close(fd)
     try:
+        _public(tmp, 0o666)
         yield Path(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -101,6 +115,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
     try:
+        _public(tmp, 0o777)
         yield tmp
         if target.exists():
             old = target.with_name(f".tmp-{target.name}.old")

@@ -53,7 +53,9 @@ def write_dataset(
     for name, split in splits.items():
         images = np.ascontiguousarray(split.images)
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise DataError(f"split {name!r}: images must be uint8 (N,H,W,C), got {images.dtype} {images.shape}")
+            raise DataError(
+                f"split {name!r}: images must be uint8 (N,H,W,C), got {images.dtype} {images.shape}"
+            )
         n = len(images)
         labels = np.full(n, -1, np.int64) if split.labels is None else np.asarray(split.labels, np.int64)
         if labels.shape != (n,):
@@ -107,7 +109,9 @@ class Split:
             except (OSError, ValueError) as exc:
                 raise DataError(f"{path}: cannot open image shard ({exc})") from None
             if arr.dtype != np.uint8 or arr.ndim != 4 or len(arr) != shard["count"]:
-                raise DataError(f"{path}: expected uint8 (N,H,W,C) with N={shard['count']}, got {arr.dtype} {arr.shape}")
+                raise DataError(
+                    f"{path}: expected uint8 (N,H,W,C) with N={shard['count']}, got {arr.dtype} {arr.shape}"
+                )
             out.append(arr)
         return out
 
@@ -142,7 +146,9 @@ class CanonicalDataset:
         self.path = Path(path)
         mpath = self.path / "manifest.json"
         if not mpath.is_file():
-            raise DataError(f"{self.path}: not a genforge dataset (no manifest.json); create one with `genforge data ingest`")
+            raise DataError(
+                f"{self.path}: not a genforge dataset (no manifest.json); create one with `genforge data ingest`"
+            )
         try:
             self.manifest: dict[str, Any] = json.loads(mpath.read_text())
         except json.JSONDecodeError as exc:
