@@ -190,7 +190,7 @@ def main() -> None:
             " depend on how busy the shared machine was.",
             f"Findings of the default ingest: {summary['splits']}, {summary['exact_duplicate_groups']} exact groups,"
             f" {summary['near_duplicate_groups']} near groups, {summary['leakage_pairs']} train/test leakage pairs,"
-            f" outliers {summary['outliers']}.",
+            f" outliers {summary['outliers']}; dataset fingerprint {result.manifest.get('fingerprint')}.",
             "",
         ]
         if not args.skip_cleanvision:

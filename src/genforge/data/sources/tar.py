@@ -1,7 +1,8 @@
 """`tar`: image files inside a tar archive (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz), streamed.
 
-The archive is read front to back once (`tarfile` stream mode), nothing is extracted to disk,
-and members are yielded as bytes without decoding. Splits and labels follow the folder rules
+The archive is read front to back once (by `tarstream`'s fast reader, or `tarfile` stream mode
+for the rare features it leaves out), nothing is extracted to disk, and members are yielded as
+bytes without decoding. Splits and labels follow the folder rules
 (`train/<class>/x.jpg`). A member that cannot be read (a link, which stream mode cannot
 resolve, or a truncated payload) is an error item; a corrupt stream ends the walk with one
 error item naming the archive and the last good member.
@@ -9,6 +10,7 @@ error item naming the archive and the last good member.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tarfile
 import zlib
@@ -20,6 +22,17 @@ from genforge.core.errors import DataError
 from genforge.data.sources.base import RawItem
 from genforge.data.sources.layout import is_image_name, place
 from genforge.data.sources.options import SourceOptions, limited, parse_options
+from genforge.data.sources.tarstream import (
+    FILE,
+    LINK,
+    SPECIAL,
+    TarReadError,
+    TarStream,
+    Unsupported,
+    open_stream,
+)
+
+Entry = tuple[str, str, int, bytes | None]  # (name, kind, size, data: None unless a regular file)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
@@ -59,67 +72,88 @@ class TarSource:
 
     def _members(self) -> Iterator[RawItem]:
         archive = str(self.path)
-        try:
-            tar = tarfile.open(archive, mode="r|*", tarinfo=_CheckedTarInfo)
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
         places: dict[str, tuple[str | None, str | None]] = {}
         labels: set[str] = set()
         last = "(start of archive)"
-        complete = False
-        with tar:
-            stream = tar.fileobj
-            try:
-                while (member := tar.next()) is not None:
-                    if len(tar.members) >= _FORGET_EVERY:
-                        tar.members.clear()
-                    name = member.name
-                    slash = name.rfind("/")
-                    if not is_image_name(name[slash + 1 :]):
-                        continue
-                    folder = name[:slash] if slash > 0 else ""
-                    where = places.get(folder)
-                    if where is None:
-                        parts = [p for p in folder.split("/") if p and p != "."]
-                        where = places[folder] = place(parts)
-                        if where[1] is not None:
-                            labels.add(where[1])
-                    split, label = where
-                    origin = f"{archive}::{name}"
-                    last = name
-                    if member.isreg() and not member.issparse():
-                        # the stream sits at this member's data right after next(): reading it
-                        # directly skips the per-member file object of extractfile()
-                        data = stream.read(member.size)
-                    elif member.isfile():
-                        data = tar.extractfile(member).read()
-                    else:
-                        kind = "link" if member.issym() or member.islnk() else "special file"
-                        yield RawItem(
-                            origin, split, label, error=f"tar member is a {kind}, not a regular file"
-                        )
-                        continue
-                    if len(data) != member.size:
-                        yield RawItem(
-                            origin,
-                            split,
-                            label,
-                            error=f"truncated member: {len(data)} of {member.size} bytes",
-                        )
-                        return
+        try:
+            for name, kind, size, data in _entries(archive):
+                where = places.get(folder := name[: max(name.rfind("/"), 0)])
+                if where is None:
+                    where = places[folder] = place([p for p in folder.split("/") if p and p != "."])
+                    if where[1] is not None:
+                        labels.add(where[1])
+                split, label = where
+                origin = f"{archive}::{name}"
+                last = name
+                if data is None:
+                    yield RawItem(origin, split, label, error=f"tar member is a {kind}, not a regular file")
+                elif len(data) != size:
+                    yield RawItem(
+                        origin, split, label, error=f"truncated member: {len(data)} of {size} bytes"
+                    )
+                    return
+                else:
                     yield RawItem(origin, split, label, data=data)
-                ending = getattr(tar, "header_error", None)
-                if ending is not None and not isinstance(ending, tarfile.EOFHeaderError):
-                    # no end-of-archive block where a header should be: cut short or corrupt
-                    raise tarfile.ReadError(f"bad header ({ending or type(ending).__name__})")
-                complete = True
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-                yield RawItem(
-                    f"{archive}::{last}",
-                    error=f"archive is corrupt or truncated after member {last!r}: {exc}",
-                )
-        if complete:
-            self.class_names = sorted(labels)
+        except (TarReadError, tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            yield RawItem(
+                f"{archive}::{last}", error=f"archive is corrupt or truncated after member {last!r}: {exc}"
+            )
+            return
+        self.class_names = sorted(labels)
+
+
+def _wanted(name: str) -> bool:
+    return is_image_name(name[name.rfind("/") + 1 :])
+
+
+def _entries(archive: str) -> Iterator[Entry]:
+    """Image members as (name, kind, size, data): the fast reader, replaced by `tarfile` from
+    the start (skipping what was already given) where it meets a feature it leaves to tarfile."""
+    given = 0
+    try:
+        stream = open_stream(archive)
+    except OSError as exc:
+        raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+    with stream:
+        reader = TarStream(stream)
+        try:
+            for entry in reader.members(_wanted):
+                yield entry
+                given += 1
+            return
+        except Unsupported:
+            pass
+        except TarReadError as exc:
+            if not reader.started:
+                raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+            raise
+    yield from itertools.islice(_tarfile_entries(archive), given, None)
+
+
+def _tarfile_entries(archive: str) -> Iterator[Entry]:
+    try:
+        tar = tarfile.open(archive, mode="r|*", tarinfo=_CheckedTarInfo)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+    with tar:
+        stream = tar.fileobj
+        while (member := tar.next()) is not None:
+            if len(tar.members) >= _FORGET_EVERY:
+                tar.members.clear()
+            if not _wanted(member.name):
+                continue
+            if member.isreg() and not member.issparse():
+                # the stream sits at this member's data right after next(): reading it
+                # directly skips the per-member file object of extractfile()
+                yield member.name, FILE, member.size, stream.read(member.size)
+            elif member.isfile():
+                yield member.name, FILE, member.size, tar.extractfile(member).read()
+            else:
+                yield member.name, LINK if member.issym() or member.islnk() else SPECIAL, member.size, None
+        ending = getattr(tar, "header_error", None)
+        if ending is not None and not isinstance(ending, tarfile.EOFHeaderError):
+            # no end-of-archive block where a header should be: cut short or corrupt
+            raise tarfile.ReadError(f"bad header ({ending or type(ending).__name__})")
 
 
 class TarFactory:
