@@ -268,3 +268,14 @@ def test_cli_killed_midway_leaves_no_dataset(tmp_path):
     assert done.returncode == 0, done.stderr
     assert open_dataset(out).manifest["counts"]["images"] == 300
     assert not list(tmp_path.glob(".tmp-ds.*"))  # cleaned by the next writer
+
+
+def test_a_source_with_only_a_test_split_is_trained_on(tmp_path):
+    # MNIST's t10k files are named as a test split; alone they are the data to train on
+    items = labelled_items(distinct_images(40, seed=5), "test", classes=("a", "b"))
+    ingest(items, tmp_path / "ds", IngestConfig(workers=0, val_fraction=0.5))
+    ds = open_dataset(tmp_path / "ds")
+    assert sorted(ds.split_names) == ["train", "val"]
+    assert len(ds.split("train")) == len(ds.split("val")) == 20
+    notes = json.loads((tmp_path / "ds" / "process.json").read_text())["notes"]
+    assert any("only a 'test' split" in n["note"] for n in notes)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genforge.core.errors import DataError
-from genforge.data.process.split import carve, split_name, val_fraction
+from genforge.data.process.split import carve, carve_units, split_name, val_fraction
 
 
 def test_split_names_and_aliases():
@@ -47,3 +47,17 @@ def test_carve_moves_duplicate_groups_whole():
         assert abs(moved.sum() - 150) <= 6  # whole units overshoot by at most one unit per class
     unlabelled = carve(np.full(40, -1), np.arange(40), 0.5, seed=0)
     assert unlabelled.sum() == 20
+
+
+def test_chained_near_duplicate_components_do_not_move_whole():
+    # 30 images of one class chained into one near-duplicate component: carving half of the
+    # class must still be possible, while a small component (2 exact copies) moves whole
+    component = np.array([0] * 30 + [1, 1] + list(range(2, 10)))
+    hashes = [f"h{i}" for i in range(30)] + ["same", "same"] + [f"x{i}" for i in range(8)]
+    units = carve_units(component, hashes)
+    assert len(np.unique(units[:30])) == 30  # the big component fell back to exact groups
+    assert units[30] == units[31]
+    labels = np.array([0] * 30 + [1] * 10)
+    moved = carve(labels, units, 0.5, seed=0)
+    assert moved[:30].sum() == 15
+    assert moved[30] == moved[31]

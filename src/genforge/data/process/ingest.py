@@ -22,7 +22,7 @@ from genforge.data.canonical import SplitData, write_dataset
 from genforge.data.process.analysis import DatasetAnalysis, ImageAnalysis, duplicates_of
 from genforge.data.process.config import CONFIG_FILE, PROCESS_LOG, IngestConfig
 from genforge.data.process.duplicates import Duplicates
-from genforge.data.process.split import SPLITS, carve, split_name, val_fraction
+from genforge.data.process.split import SPLITS, carve, carve_units, split_name, val_fraction
 from genforge.data.process.worker import BatchResult, ProcessSpec, run_batches
 from genforge.data.sources.base import RawItem
 
@@ -210,11 +210,18 @@ def ingest(
         if cfg.dup_policy == "drop":
             keep, dropped = _drop_copies(dups, got)
         notes = list(got.notes)
+        if len(got.source_splits) == 1 and "train" not in got.source_splits:
+            # a source with one split only (e.g. MNIST's t10k files) is the data to train on
+            only = next(iter(got.source_splits))
+            splits = ["train" if s == only else s for s in splits]
+            got.source_splits = {"train"}
+            notes.append({"origin": "", "note": f"the source has only a {only!r} split: used as train"})
         fraction, note = val_fraction(cfg.val_fraction, got.source_splits)
         if note:
             notes.append({"origin": "", "note": note})
         train = np.flatnonzero(keep & (np.array(splits) == "train"))
-        moved = train[carve(labels[train], dups.component[train], fraction, cfg.seed)]
+        units = carve_units(dups.component[train], [got.hashes[i] for i in train])
+        moved = train[carve(labels[train], units, fraction, cfg.seed)]
         for i in moved:
             splits[i] = "val"
         if len(moved):

@@ -51,6 +51,21 @@ def val_fraction(requested: float | None, present: set[str]) -> tuple[float, str
     return (0.0 if "test" in present else DEFAULT_VAL_FRACTION), None
 
 
+MAX_NEAR_GROUP = 8
+
+
+def carve_units(component: np.ndarray, content_hashes: list[str], max_near: int = MAX_NEAR_GROUP) -> np.ndarray:
+    """The unit each image moves with when val is carved: its duplicate component, except that a
+    near-duplicate component larger than `max_near` (near-duplicate links chain, e.g. MNIST's many
+    similar 1s) falls back to exact-copy groups, so carving cannot unbalance a class."""
+    component = np.asarray(component)
+    _, exact = np.unique(np.asarray(content_hashes), return_inverse=True)
+    _, inverse, sizes = np.unique(component, return_inverse=True, return_counts=True)
+    big = sizes[inverse] > max_near
+    # exact ids are offset past the component ids so the two kinds of unit never collide
+    return np.where(big, exact + component.max() + 1, component)
+
+
 def carve(labels: np.ndarray, units: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the train images that move to val.
 
