@@ -15,16 +15,17 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def test_mnist_idx_gives_10000_labelled_images(mnist_test_dir, tmp_path):
-    result = ingest(str(mnist_test_dir), tmp_path / "mnist", IngestConfig())
+    # the t10k files alone are the data to train on; val_fraction 0 keeps all 10,000 in order
+    result = ingest(str(mnist_test_dir), tmp_path / "mnist", IngestConfig(val_fraction=0.0))
     ds = open_dataset(tmp_path / "mnist")
-    assert ds.split_names == ["test"] and ds.image_shape == (28, 28, 1)
+    assert ds.split_names == ["train"] and ds.image_shape == (28, 28, 1)
     with gzip.open(mnist_test_dir / "t10k-labels-idx1-ubyte.gz") as fh:
         labels = np.frombuffer(fh.read(), np.uint8, offset=8)
     with gzip.open(mnist_test_dir / "t10k-images-idx3-ubyte.gz") as fh:
         images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     assert ds.class_names == [str(i) for i in range(10)]
-    assert np.array_equal(ds.split("test").labels, labels.astype(np.int64))
-    assert np.array_equal(ds.split("test").images[..., 0], images)
+    assert np.array_equal(ds.split("train").labels, labels.astype(np.int64))
+    assert np.array_equal(ds.split("train").images[..., 0], images)
     report = json.loads((tmp_path / "mnist" / "report.json").read_text())
     assert report["summary"]["images"] == 10000 and report["summary"]["quarantined"] == 0
     assert report["outliers"]["saturated"] == []  # a black background is normal for MNIST
