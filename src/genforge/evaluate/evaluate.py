@@ -162,6 +162,12 @@ def evaluate(target: str | Path, ref: str | Path, config: EvalConfig | None = No
              out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Evaluate `target` (run dir or samples .npz) against dataset `ref`; write and return metrics.json."""
     config = config or EvalConfig()
+    restorer = _restoration_model(target)
+    if restorer is not None:
+        from genforge.evaluate.restoration import evaluate_restoration
+
+        out_path = Path(out) if out else default_out(Path(target))
+        return evaluate_restoration(restorer, ref, config.n, config.seed, out_path, config.split)
     t0 = time.perf_counter()
     dataset = open_dataset(ref)
     split = config.split or dataset.reference_split.name
@@ -218,6 +224,22 @@ def evaluate(target: str | Path, ref: str | Path, config: EvalConfig | None = No
                         "metrics_s": round(t_metrics, 3), "total_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
     write_json(out_path, result)
     return result
+
+
+def _restoration_model(target: str | Path):
+    """The loaded pipeline when `target` is a run of a restoration model, else None."""
+    path = Path(target)
+    info = path / "model.json"
+    if not (path.is_dir() and info.is_file()):
+        return None
+    import genforge.models.zoo  # noqa: F401  (registers the families)
+    from genforge.models.pipeline import load_pipeline
+    from genforge.models.registry import MODELS
+
+    name = json.loads(info.read_text()).get("model")
+    if name not in MODELS or MODELS.get(name).task != "restore":
+        return None
+    return load_pipeline(path)
 
 
 def run_audit(samples: Samples, sample_features: np.ndarray, dataset: CanonicalDataset, split: str,

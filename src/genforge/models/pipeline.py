@@ -34,7 +34,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def from_uint8(images: np.ndarray) -> torch.Tensor:
     """uint8 (N,H,W,C) -> float (N,C,H,W) in [-1,1]."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    t = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float()  # a copy: memmaps are read-only
     return t / 127.5 - 1.0
 
 

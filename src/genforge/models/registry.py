@@ -22,5 +22,7 @@ MODELS: Registry[type[GenerativeModel]] = Registry("model", _validate)
 
 def build_model(name: str, config: dict[str, Any] | None = None) -> GenerativeModel:
     """Build model `name` from a plain config dict (as saved beside its weights)."""
+    if name not in MODELS:
+        import genforge.models.zoo  # noqa: F401  (registers the built-in families)
     cls = MODELS.get(name)
     return cls(from_dict(cls.config_class, config or {}, where=f"model {name}"))
