@@ -5,7 +5,7 @@ one > noise, on every metric, and the same numbers twice.
 
 Data: the MNIST test split (../shared/data/mnist-test), shuffled with seed 0 into train 6,000 /
 val 2,000 / test 2,000 and ingested with `genforge data ingest`; the reference is val, the
-"held-out real" candidate is the test split. Models are trained with `genforge train --model dcgan`
+"held-out real" candidate is the test split. Models are trained with `genforge train --model MODEL` (default dcgan)
 in subprocesses (skipped, and said so, if training fails). A blurred copy of the held-out images
 is an extra candidate between real data and noise. Writes its section of bench/results/evaluate.md.
 """
@@ -62,11 +62,12 @@ def candidates(work: Path, ds: Path, args: argparse.Namespace, log: list[str]) -
     out: dict[str, Path] = {}
     np.savez(work / "heldout.npz", images=held)
     out["held-out real"] = work / "heldout.npz"
-    for name, flags in (("trained dcgan", ["--max-time", args.train_time]),
-                        ("undertrained dcgan", ["--steps", str(args.under_steps)])):  # fmt: skip
+    model_flags = ["--model", args.model] + (["--conditional"] if args.conditional else [])
+    for name, flags in ((f"trained {args.model}", ["--max-time", args.train_time]),
+                        (f"undertrained {args.model}", ["--steps", str(args.under_steps)])):  # fmt: skip
         run_dir = work / name.replace(" ", "-")
         if not (run_dir / "model.json").is_file():
-            ok, _, text = run([*GENFORGE, "train", "--model", "dcgan", "--data", str(ds), "--out", str(run_dir),
+            ok, _, text = run([*GENFORGE, "train", *model_flags, "--data", str(ds), "--out", str(run_dir),
                                "--seed", "0", *flags], log)  # fmt: skip
             if not ok:
                 log.append(
@@ -105,6 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train-time", default="5m")
     parser.add_argument("--under-steps", type=int, default=30)
+    parser.add_argument("--model", default="dcgan", help="model family to train as the trained/undertrained candidates")
+    parser.add_argument("--conditional", action="store_true", help="train the model class-conditional")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/genforge-eval-ranking"))
     args = parser.parse_args()
@@ -117,7 +120,8 @@ def main() -> None:
     results, same = evaluate_all(cands, ds, args.work, args.n, log)
     names = list(results)
     order = [
-        c for c in ("held-out real", "trained dcgan", "undertrained dcgan", "uniform noise") if c in results
+        c for c in ("held-out real", f"trained {args.model}", f"undertrained {args.model}", "uniform noise")
+        if c in results
     ]
     metrics = [
         m
