@@ -1,21 +1,27 @@
 """Dynamic micro-batching: concurrent requests share one forward pass.
 
-Requests are queued; one worker thread takes the oldest, then keeps collecting compatible
-requests (same key, e.g. same sampler steps) for at most `max_wait_s` or until `max_batch`
-images are gathered, and runs them together. Running the model in this thread keeps the event
-loop free, and a single worker means the model never runs concurrently with itself (torch's
-intra-op threads already use the cores).
+Continuous batching: one worker thread runs the model; when it is idle a job runs at once
+(a lone client pays no batching delay), and whatever arrives while a pass is running is merged
+into the next pass (same key, e.g. same sampler steps; at most `max_batch` images). Only when
+the previous pass itself was merged (so concurrent clients are evidently active) may a batch
+wait up to `max_wait_s` for more company. Running the model in this thread keeps the event loop
+free, and a single worker means the model never runs concurrently with itself.
+
+Results go back either as `concurrent.futures.Future`s (`submit`) or as asyncio futures
+(`submit_async`); for the latter one finished pass wakes each event loop once, not once per
+request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from genforge.core.errors import GenforgeError
 
@@ -36,7 +42,25 @@ class _Item(Generic[J]):
     job: J
     key: Hashable
     size: int
-    future: Future
+    future: Future | asyncio.Future
+    loop: asyncio.AbstractEventLoop | None = None  # set for asyncio futures
+
+    def claim(self) -> bool:
+        """False when the caller already gave up (its future was cancelled): skip the job."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.done()  # a cancel racing this is caught again in `_settle`
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, bool, Any]]) -> None:
+    """Runs on the event loop: resolve one pass's asyncio futures."""
+    for future, ok, value in outcomes:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class MicroBatcher(Generic[J, R]):
@@ -73,6 +97,7 @@ class MicroBatcher(Generic[J, R]):
         self._pending = 0  # queued images
         self._cond = threading.Condition()
         self._closed = False
+        self._merged_last = False  # the previous pass held more than one request
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._started = False
 
@@ -87,7 +112,18 @@ class MicroBatcher(Generic[J, R]):
 
     def submit(self, job: J) -> Future:
         """Queue `job`; the returned future holds its result (or the batch's exception)."""
-        item = _Item(job, self._key(job), self._size(job), Future())
+        future: Future = Future()
+        self._enqueue(_Item(job, self._key(job), self._size(job), future))
+        return future
+
+    def submit_async(self, job: J) -> asyncio.Future:
+        """`submit` for a coroutine on a running event loop: await the returned asyncio future."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._enqueue(_Item(job, self._key(job), self._size(job), future, loop))
+        return future
+
+    def _enqueue(self, item: _Item[J]) -> None:
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the service is shutting down")
@@ -97,7 +133,6 @@ class MicroBatcher(Generic[J, R]):
             self._queue.append(item)
             self._pending += item.size
             self._cond.notify()
-        return item.future
 
     def close(self, timeout: float | None = None) -> bool:
         """Take no new jobs, finish the queued ones, stop the worker; False if it did not stop in time."""
@@ -122,28 +157,33 @@ class MicroBatcher(Generic[J, R]):
             while True:
                 while self._queue:
                     item = self._pop(0)
-                    if item.future.set_running_or_notify_cancel():  # False: its caller gave up
+                    if item.claim():
                         return item
                 if self._closed:
                     return None
+                self._merged_last = False  # idle: the next job runs at once
                 self._cond.wait()
 
     def _fill(self, batch: list[_Item[J]]) -> None:
+        """Add queued compatible jobs; wait for more only right after a merged pass."""
         key = batch[0].key
         total = batch[0].size
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + (self.max_wait_s if self._merged_last else 0.0)
         with self._cond:
             while total < self.max_batch and len(batch) < self.max_requests:
-                found = False
-                for i, item in enumerate(self._queue):
-                    if item.key == key and total + item.size <= self.max_batch:
-                        self._pop(i)
-                        if item.future.set_running_or_notify_cancel():
-                            batch.append(item)
-                            total += item.size
-                        found = True
-                        break
-                if found:
+                index = next(
+                    (
+                        i
+                        for i, item in enumerate(self._queue)
+                        if item.key == key and total + item.size <= self.max_batch
+                    ),
+                    None,
+                )
+                if index is not None:
+                    item = self._pop(index)
+                    if item.claim():
+                        batch.append(item)
+                        total += item.size
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
@@ -158,6 +198,7 @@ class MicroBatcher(Generic[J, R]):
             batch = [first]
             if self.max_requests > 1:
                 self._fill(batch)
+            self._merged_last = len(batch) > 1
             self._run(batch)
 
     def _run(self, batch: list[_Item[J]]) -> None:
@@ -167,9 +208,19 @@ class MicroBatcher(Generic[J, R]):
             results = self._run_batch([item.job for item in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} jobs")
+            outcomes = [(True, result) for result in results]
         except Exception as exc:  # every waiting caller must hear about it
-            for item in batch:
-                item.future.set_exception(exc)
-            return
-        for item, result in zip(batch, results, strict=True):
-            item.future.set_result(result)
+            outcomes = [(False, exc)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item, (ok, value) in zip(batch, outcomes, strict=True):
+            if item.loop is not None:
+                by_loop.setdefault(item.loop, []).append((item.future, ok, value))
+            elif ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass

@@ -16,14 +16,15 @@ class ServeConfig:
     api_key: str | None = None
     batching: bool = True
     max_batch: int = 64  # images per forward pass (a larger single request still runs alone)
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    # how long a batch may wait for company, only right after a merged pass (an idle model runs at once)
+    max_wait_ms: float = 5.0
     max_n: int = 256  # images per request
     max_steps: int = 1000  # sampler steps per request (diffusion)
     max_body_bytes: int = 8 * 1024 * 1024
     max_pending: int = 4096  # queued images before new requests get 503
     request_timeout_s: float = 60.0  # 504 after this long
     shutdown_timeout_s: float = 30.0  # how long a graceful shutdown waits for requests in flight
-    torch_threads: int = 0  # 0 = torch's default (one per physical core)
+    torch_threads: int = 0  # 0 = torch's default less one core, which the event loop needs
     warmup: bool = True  # run one tiny forward pass before reporting ready
     device: str = "cpu"
 
