@@ -109,7 +109,9 @@ class _Conn:
                 return False
             lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
             self.status = int(lines[0].split()[1])
-            length = next(int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:"))
+            length = next(
+                int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:")
+            )
             self.total = end + 4 + length
             self.body_len = length
         return len(self.buf) >= self.total
@@ -304,8 +306,10 @@ def write_report(args, model: dict, results: dict, floor: dict, ceiling: dict, l
             f"{a['p99_ms']:.1f} | {b['p99_ms']:.1f} | {a['mean_batch']:.1f} | "
             f"{a['client_cpu_pct']:.0f}%/{b['client_cpu_pct']:.0f}% | {a['errors']}/{b['errors']} |"
         )
+    # hand-written notes below the table survive a re-run
+    notes = args.out.read_text().partition("\n## Notes")[1:] if args.out.is_file() else ("", "")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n" + "".join(notes))
     print("\n".join(lines))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 import time
 
@@ -87,16 +88,67 @@ def test_max_requests_one_disables_merging():
     assert [len(batch) for batch in rec.batches] == [1] * 6
 
 
-def test_first_job_waits_for_company():
+def test_idle_model_runs_a_lone_job_at_once():
     rec = Recorder()
-    b = MicroBatcher(rec, max_wait_s=0.5)
+    b = MicroBatcher(rec, max_wait_s=5.0)  # a waiting batcher would hold the job for 5 s
     b.start()
-    first = b.submit((0, 1))
-    time.sleep(0.05)
-    second = b.submit((1, 1))
-    first.result(5), second.result(5)
+    t0 = time.perf_counter()
+    assert b.submit((0, 1)).result(5) == ("done", (0, 1))
+    assert time.perf_counter() - t0 < 1.0
     b.close(5)
-    assert [[j[0] for j in batch] for batch in rec.batches] == [[0, 1]]
+    assert [[j[0] for j in batch] for batch in rec.batches] == [[0]]
+
+
+def test_under_load_a_batch_waits_for_company():
+    """Only after a merged pass that left work queued does the next batch wait (here until full)."""
+    batches, entered, permits = [], threading.Semaphore(0), threading.Semaphore(0)
+
+    def step(jobs):  # each pass announces itself, then waits for a permit
+        batches.append([j[0] for j in jobs])
+        entered.release()
+        assert permits.acquire(timeout=10)
+        return jobs
+
+    b = MicroBatcher(step, max_batch=2, max_wait_s=5.0)
+    b.start()
+    futures = [b.submit((0, 1))]
+    assert entered.acquire(timeout=5)  # [0] runs alone: the model was idle
+    futures += [b.submit((1, 1)), b.submit((2, 1))]
+    permits.release()
+    assert entered.acquire(timeout=5)  # [1, 2] merged; 3 arrives during that pass
+    futures.append(b.submit((3, 1)))
+    permits.release()
+    time.sleep(0.2)  # the batch holding 3 is waiting for company, not running
+    assert batches == [[0], [1, 2]]
+    futures.append(b.submit((4, 1)))
+    assert entered.acquire(timeout=5)
+    permits.release()
+    assert [f.result(5) for f in futures] == [(i, 1) for i in range(5)]
+    b.close(5)
+    assert batches == [[0], [1, 2], [3, 4]]
+
+
+def test_async_futures_get_results_and_errors():
+    async def main():
+        rec = Recorder()
+        b = MicroBatcher(rec, max_wait_s=0.0)
+        b.start()
+        blocked(rec, b)
+        futures = [b.submit_async((i, 1)) for i in range(5)]
+        rec.gate.set()
+        results = await asyncio.gather(*futures)
+        b.close(5)
+
+        failing = MicroBatcher(lambda jobs: 1 / 0, max_wait_s=0.0)
+        failing.start()
+        with pytest.raises(ZeroDivisionError):
+            await failing.submit_async("x")
+        failing.close(5)
+        return results, rec.batches
+
+    results, batches = asyncio.run(main())
+    assert results == [("done", (i, 1)) for i in range(5)]
+    assert [[j[0] for j in batch] for batch in batches[1:]] == [[0, 1, 2, 3, 4]]
 
 
 def test_errors_reach_every_caller_and_cancelled_jobs_are_skipped():
@@ -224,3 +276,17 @@ def test_dcgan_batched_serving_equals_pipeline(tmp_path, name, classes):
         run_clients(server, load_pipeline(run), bodies)
         batches = server.app.state.genforge.metrics.batch_requests
         assert batches.count() < 25  # warm-up + fewer passes than requests
+
+
+def test_npy_bytes_equal_np_save_and_threads_leave_a_core():
+    from genforge.deploy.service import _npy, torch_threads
+
+    arrays = [np.zeros((1, 32, 32, 3), np.uint8), np.arange(48, dtype=np.uint8).reshape(2, 2, 4, 3)[:, ::-1]]
+    for arr in arrays:
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        assert _npy(arr) == buf.getvalue()
+    cores = len(os.sched_getaffinity(0))
+    assert torch_threads(3, 8) == 3  # configured wins
+    assert torch_threads(0, 64) == max(1, cores - 1)
+    assert torch_threads(0, 1) == 1

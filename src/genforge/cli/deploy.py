@@ -15,11 +15,15 @@ def serve(
         None, "--api-key", envvar="GENFORGE_API_KEY", help="Require this key on /v1/* (Bearer or X-API-Key)."
     ),
     max_batch: int = typer.Option(64, help="Images per merged forward pass."),
-    max_wait_ms: float = typer.Option(5.0, help="How long a request waits for others to batch with."),
+    max_wait_ms: float = typer.Option(
+        5.0, help="Under load, how long a batch waits for more requests (an idle model runs a request at once)."
+    ),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Merge concurrent requests."),
     max_n: int = typer.Option(256, help="Most images per request."),
     timeout: float = typer.Option(60.0, help="Seconds before a request gets 504."),
-    threads: int = typer.Option(0, help="Torch threads (0 = torch's default)."),
+    threads: int = typer.Option(
+        0, help="Torch threads for the model (0 = torch's default less one core, left to the event loop)."
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve a trained model over HTTP: /v1/generate, /v1/restore, /v1/models, the gallery at /."""
