@@ -2,13 +2,12 @@
 
 Merging generation requests while keeping each request's output a function of its own seed
 needs the noise to be drawn per request and the network to run once on the concatenation. A
-`LatentHook` says how for a model: either the model's own hook
+model that can be merged says how itself (the GAN and VAE families do):
 
     model.noise(n, generator=..., **options) -> Tensor     # all randomness `sample` consumes
     model.sample(n, latents=z, labels=..., **options)     # uses z instead of drawing noise
 
-or an entry of `LATENT_HOOKS` for its family. A model with neither still works, one request
-per forward pass (`mergeable` is False).
+A model without them still works, one request per forward pass (`mergeable` is False).
 """
 
 from __future__ import annotations
@@ -62,50 +61,18 @@ class LatentHook:
     decode: Callable[[GenerativeModel, torch.Tensor, torch.Tensor | None, dict[str, Any]], torch.Tensor]
 
 
-def _device(model: GenerativeModel) -> torch.device:
-    return next(model.parameters()).device
-
-
-# GAN.sample and VAE.sample draw z = randn(n, latent_dim) from their generator, then decode it
-def _gaussian_latents(
-    model: GenerativeModel, n: int, generator: torch.Generator, options: dict[str, Any]
-) -> torch.Tensor:
-    return torch.randn(n, model.config.latent_dim, generator=generator)
-
-
-def _on_device(model: GenerativeModel, z: torch.Tensor, labels: torch.Tensor | None) -> tuple[Any, Any]:
-    device = _device(model)
-    return z.to(device), None if labels is None else labels.to(device)
-
-
-def _gan_decode(
-    model: GenerativeModel, z: torch.Tensor, labels: torch.Tensor | None, options: dict[str, Any]
-) -> torch.Tensor:
-    return model.generator(*_on_device(model, z, labels))
-
-
-def _vae_decode(
-    model: GenerativeModel, z: torch.Tensor, labels: torch.Tensor | None, options: dict[str, Any]
-) -> torch.Tensor:
-    return model.likelihood.mean(model.decode(*_on_device(model, z, labels)))
-
-
-LATENT_HOOKS: Registry[LatentHook] = Registry("latent hook")
-LATENT_HOOKS.register("gan", LatentHook(_gaussian_latents, _gan_decode))
-LATENT_HOOKS.register("vae", LatentHook(_gaussian_latents, _vae_decode))
-
 MODEL_HOOK = LatentHook(
     noise=lambda model, n, generator, options: model.noise(n, generator=generator, **options),
     decode=lambda model, z, labels, options: model.sample(len(z), latents=z, labels=labels, **options),
 )
 
 
-def latent_hook(model: GenerativeModel, family: str) -> LatentHook | None:
-    """The model's own hook, else its family's, else None (requests then run one at a time)."""
+def latent_hook(model: GenerativeModel) -> LatentHook | None:
+    """The model's hook, or None (its requests then run one at a time)."""
     sample = getattr(model, "sample", None)
     if callable(getattr(model, "noise", None)) and "latents" in inspect.signature(sample).parameters:
         return MODEL_HOOK
-    return LATENT_HOOKS.get(family) if family in LATENT_HOOKS else None
+    return None
 
 
 class Engine:
@@ -117,7 +84,7 @@ class Engine:
         self.task = str(getattr(self.model, "task", "generate"))
         family = str(pipeline.info.get("family") or getattr(self.model, "family", ""))
         self.options = REQUEST_OPTIONS.get(family) if family in REQUEST_OPTIONS else ()
-        self.hook = latent_hook(self.model, family)
+        self.hook = latent_hook(self.model)
         self.mergeable = self.task == "restore" or self.hook is not None
         cfg = self.model.config
         self.image_shape = (int(cfg.image_size), int(cfg.image_size), int(cfg.channels))

@@ -309,6 +309,10 @@ class GAN(GenerativeModel):
             return None
         return class_labels(labels, n, self.config.num_classes, next(self.parameters()).device)
 
+    def noise(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
+        """All the randomness `sample` consumes: z ~ N(0, I), drawn on the CPU for seed stability."""
+        return torch.randn(n, self.config.latent_dim, generator=generator)
+
     @torch.no_grad()
     def sample(
         self,
@@ -316,10 +320,13 @@ class GAN(GenerativeModel):
         *,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
         **options: Any,
     ) -> torch.Tensor:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
+        """`latents` (from `noise`) replace the draw, so a service can batch many requests' noise."""
+        z = (self.noise(n, generator=generator) if latents is None else latents).to(
+            next(self.parameters()).device
+        )
         return self.generator(z, self._sample_labels(n, labels))
 
     @torch.no_grad()

@@ -169,6 +169,10 @@ class VAE(GenerativeModel):
         mu, _ = self.encode(images, labels)
         return self.likelihood.mean(self.decode(mu, labels))
 
+    def noise(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
+        """All the randomness `sample` consumes: z ~ N(0, I), drawn on the CPU for seed stability."""
+        return torch.randn(n, self.config.latent_dim, generator=generator)
+
     @torch.no_grad()
     def sample(
         self,
@@ -176,10 +180,13 @@ class VAE(GenerativeModel):
         *,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
         **options: Any,
     ) -> torch.Tensor:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
+        """`latents` (from `noise`) replace the draw, so a service can batch many requests' noise."""
+        z = (self.noise(n, generator=generator) if latents is None else latents).to(
+            next(self.parameters()).device
+        )
         return self.likelihood.mean(self.decode(z, labels))
 
     @torch.no_grad()
