@@ -8,7 +8,7 @@ user would run it; only sampling is done in-process (`models.pipeline.load_pipel
 speed is timed without interpreter start-up. Per family: train for `--budget` wall time, generate
 `--n` images from the EMA weights (labels cycling through the classes for conditional models, in
 chunks of 100 with seed + chunk index), score them with `genforge eval` against the val split, and
-add the evaluator's mean max-softmax ("confidence"), which metrics.json does not hold. The real-data control is the train split itself scored the same way
+with the evaluator's mean max-softmax ("confidence", metrics.json's `classifier_confidence`). The real-data control is the train split itself scored the same way
 (same extractor, same reference, same n). The goal of the issue: the best family reaches FID <=
 1.5x the control's, confidence >= 0.9 and coverage >= 0.8.
 
@@ -211,7 +211,10 @@ def extractor(data: str) -> Any:
 
 
 def confidence(images: np.ndarray, data: Path, metrics: dict[str, Any]) -> float | None:
-    """Mean max-softmax of the evaluator on `images`; None when it has no class head."""
+    """The evaluator's mean max-softmax on `images` (metrics.json's `classifier_confidence`; computed
+    in-process, by the same evaluator, for a metrics.json from before that metric existed)."""
+    if "classifier_confidence" in metrics["values"]:
+        return metrics["values"]["classifier_confidence"]
     ext = extractor(str(data))
     if ext.hash != metrics["extractor"]["hash"]:
         raise StepFailed(
@@ -435,8 +438,8 @@ def mnist_section(res: dict[str, Any], header: str) -> str:
         + (f", held-out accuracy {ev['heldout_accuracy']:.4f}" if "heldout_accuracy" in ev else "") + ". "
         f"Every row is scored on n = {res['n']} images against the {res['dataset']['splits'].get('val')} val "
         "images with the same evaluator; the control is n train images, so FID / control compares equal n.",
-        "- confidence: mean over samples of the evaluator's max softmax probability (computed by this script "
-        "with the evaluator `genforge eval` used; metrics.json has no such entry). Conditional models are "
+        "- confidence: mean over samples of the evaluator's max softmax probability (`classifier_confidence` "
+        "in `genforge eval`'s metrics.json). Conditional models are "
         "sampled with labels cycling through the classes; cond. accuracy is the evaluator's accuracy on them. "
         "The control's images are the evaluator's own training images, so its confidence is optimistic: on the "
         f"held-out val images the evaluator's confidence is {fmt(res['reference_confidence'], '.3f')}. An "

@@ -10,7 +10,7 @@ variant and its median ratio to TensorFlow over the rounds. Ours is timed throug
 trainer's step (`Trainer._train_step`: batch loading, autocast, both phases, optimizer steps, EMA,
 loss records) plus the divergence check that `fit` runs every step on CPU.
 
-It also measures the matmul peak (a large `torch.mm`, fp32 and bf16), counts the FLOPs of one
+It also measures the matmul peak (the best of a large `torch.mm` and a 3x3 convolution, fp32 and bf16), counts the FLOPs of one
 training step with `torch.utils.flop_counter.FlopCounterMode` to give achieved FLOP/s as a
 fraction of that peak, and profiles the fp32 and the fastest variant with `torch.profiler`.
 `tensorflow-cpu` is a bench-only dependency.
@@ -33,21 +33,30 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist-test"
 BATCH = 256
 
-# name -> (precision, channels_last, upsample, compile, fill); "tf" is the TensorFlow tutorial.
-# fill=False turns off torch's NaN-filling of uninitialised memory, which the trainer's default
-# `torch.use_deterministic_algorithms(True)` switches on; determinism does not need it (it only
-# makes reads of uninitialised memory visible) and it costs a fill of every new tensor
-VARIANTS = {
-    "tf": None,
-    "fp32": ("fp32", False, "transposed", False, True),
-    "fp32+nofill": ("fp32", False, "transposed", False, False),
-    "bf16+nofill": ("bf16", False, "transposed", False, False),
-    "bf16+cl+nofill": ("bf16", True, "transposed", False, False),
-    "fp32+subpixel+nofill": ("fp32", False, "subpixel", False, False),
-    "bf16+subpixel+nofill": ("bf16", False, "subpixel", False, False),
-    "bf16+cl+subpixel+nofill": ("bf16", True, "subpixel", False, False),
-    "bf16+subpixel+nofill+compile": ("bf16", False, "subpixel", True, False),
-}
+# A variant is "tf" (the TensorFlow tutorial) or a precision (fp32 | bf16) with "+"-joined flags:
+#   cl        channels-last memory format (trainer `channels_last: true`)
+#   subpixel  stride-2 transposed convs computed as conv + pixel shuffle (model `upsample: subpixel`)
+#   sim       simultaneous D/G updates from one forward, the tutorial's own train_step (model
+#             `update: simultaneous`); without it PyTorch's alternating updates (3 D passes a step)
+#   compile   torch.compile (inductor) of G and D
+#   fill      torch's NaN-filling of new tensors under deterministic mode ON (the trainer turns it
+#             off: determinism does not need it, it only makes reads of uninitialised memory visible)
+#   noretain  the trainer's `retain_host_memory` OFF (glibc gives freed activations back to the
+#             kernel after each step, so they are page-faulted in again; train/host_memory.py)
+#   nofill    the trainer's default (kept so that older result tables' names still run)
+FLAGS = ("cl", "subpixel", "sim", "compile", "fill", "noretain", "nofill")
+DEFAULT_VARIANTS = "tf,fp32,fp32+sim,bf16,bf16+sim,bf16+sim+noretain"
+
+
+def parse_variant(name: str) -> dict | None:
+    if name == "tf":
+        return None
+    precision, *flags = name.split("+")
+    if precision not in ("fp32", "bf16") or not set(flags) <= set(FLAGS):
+        raise ValueError(
+            f"variant {name!r}: expected tf or fp32|bf16 followed by +flags of {', '.join(FLAGS)}"
+        )
+    return {"precision": precision, **{f: f in flags for f in FLAGS}}
 
 
 def load_mnist() -> tuple[np.ndarray, np.ndarray]:
@@ -82,21 +91,27 @@ def torch_trainer(variant: str, work: Path):
     from genforge.train.config import TrainConfig
     from genforge.train.trainer import Trainer
 
-    precision, channels_last, upsample, compile_, fill = VARIANTS[variant]
-    cfg = DCGAN.default_config(28, 1, upsample=upsample)
+    v = parse_variant(variant)
+    cfg = DCGAN.default_config(
+        28,
+        1,
+        upsample="subpixel" if v["subpixel"] else "transposed",
+        update="simultaneous" if v["sim"] else "alternating",
+    )
     tcfg = TrainConfig(
         steps=10**9,
         batch_size=BATCH,
-        precision=precision,
-        channels_last=channels_last,
+        precision=v["precision"],
+        channels_last=v["cl"],
+        retain_host_memory=not v["noretain"],
         tensorboard=False,
         sample_every=0,
         checkpoint_every=0,
         progress="none",
     )
     trainer = Trainer("dcgan", cfg, tcfg, canonical_mnist(work / "mnist"), work / f"run-{variant}")
-    torch.utils.deterministic.fill_uninitialized_memory = fill
-    if compile_:
+    torch.utils.deterministic.fill_uninitialized_memory = v["fill"]
+    if v["compile"]:
         trainer.model.generator.compile()
         trainer.model.discriminator.compile()
     return trainer
@@ -231,24 +246,38 @@ def worker(variant: str, work: Path, warmup: int, threads: int) -> None:
 
 
 def matmul_peak(dtype, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of the best of `reps` n x n matmuls (the driver takes the best over all rounds, so
-    that time slices lost to other processes on a shared machine do not lower the peak)."""
+    """FLOP/s of the best of `reps` n x n matmuls or 3x3 convolutions (the driver takes the best
+    over all rounds, so that time slices lost to other processes on a shared machine do not lower
+    the peak). Both, because on this AMD CPU fp32 `torch.mm` goes to MKL, which takes its AVX2 path
+    there, while convolutions (and bf16 matmuls) run in oneDNN's AVX-512 kernels: the mm alone
+    under-states the fp32 peak that the models' convolutions can reach by about 2x."""
     import torch
+    import torch.nn.functional as F
 
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    x, w = torch.randn(64, 256, 16, 16, dtype=dtype), torch.randn(256, 256, 3, 3, dtype=dtype)
+    jobs = [
+        (lambda: torch.mm(a, b), 2 * n**3),
+        (lambda: F.conv2d(x, w, padding=1), 2 * 64 * 256 * 256 * 9 * 16 * 16),
+    ]
+    rate = 0.0
+    for run, flops in jobs:
+        run()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+        rate = max(rate, flops / best)
+    return rate
 
 
-def step_flops(work: Path) -> int:
+def step_flops(work: Path, variant: str) -> int:
+    """FLOPs of one training step of `variant` in fp32 (simultaneous updates run one D pass fewer;
+    the TF tutorial's step is the simultaneous one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    trainer = torch_trainer("fp32", work)
+    trainer = torch_trainer("fp32+sim" if variant == "tf" or parse_variant(variant)["sim"] else "fp32", work)
     torch_step(trainer)
     with FlopCounterMode(display=False) as counter:
         torch_step(trainer)
@@ -274,7 +303,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed training steps per variant per round")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma-separated: tf, or fp32|bf16 with +flags of " + ", ".join(FLAGS),
     )
     ap.add_argument("--threads", type=int, default=0, help="threads per framework (0 = its default)")
     ap.add_argument("--no-profile", action="store_true")
@@ -289,9 +320,11 @@ def main() -> None:
 
     variants = args.variants.split(",")
     set_threads("torch", args.threads)
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        sys.exit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    try:
+        for v in variants:
+            parse_variant(v)
+    except ValueError as exc:
+        sys.exit(str(exc))
     with tempfile.TemporaryDirectory(prefix="gf-dcgan-bench-") as tmp:
         work = Path(tmp)
         canonical_mnist(work / "mnist")
@@ -334,12 +367,14 @@ def main() -> None:
             p.stdin.close()
             p.wait()
 
-        flops = step_flops(work)
+        flops = {v: step_flops(work, v) for v in rates}
         print(
             f"machine: {torch.get_num_threads()} torch threads; matmul peak fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s"
         )
+        counts = sorted({f"{f / 1e9:.2f}" for f in flops.values()})
         print(
-            f"FLOPs per training step (batch {BATCH}, both phases, FlopCounterMode): {flops / 1e9:.2f} GFLOP\n"
+            f"FLOPs per training step (batch {BATCH}, both phases, FlopCounterMode): {' / '.join(counts)} GFLOP"
+            " (simultaneous / alternating updates)\n"
         )
         print(
             "| variant | images/s (median) | per round | ratio to TF (median of rounds) | achieved GFLOP/s | of peak |"
@@ -353,9 +388,9 @@ def main() -> None:
                 if tf_rates
                 else float("nan")
             )
-            gflops = med / BATCH * flops / 1e9
+            gflops = med / BATCH * flops[v] / 1e9
             peak = peak16 if "bf16" in v else peak32
-            note = "" if v != "tf" else " (same architecture, FLOPs as ours)"
+            note = "" if v != "tf" else " (same architecture and update, FLOPs as ours)"
             print(
                 f"| {v} | {med:.0f} | {' / '.join(f'{x:.0f}' for x in rs)} | {ratio:.2f}x | {gflops:.0f}{note} | {gflops * 1e9 / peak:.1%} |"
             )

@@ -78,12 +78,14 @@ def params(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def ours_trainer(model: DDPM, images01: torch.Tensor):
+def ours_trainer(model: DDPM, images01: torch.Tensor, bf16: bool = False):
+    """The step the trainer runs (`precision: bf16` = the same under bf16 autocast)."""
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.999))
     batch = Batch(images=images01 * 2 - 1)
 
     def step() -> None:
-        loss = model.training_step("main", batch, 0).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.training_step("main", batch, 0).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -141,7 +143,9 @@ def main() -> None:
     theirs = GaussianDiffusion(unet, image_size=32, timesteps=1000)
     models = {
         "genforge ddpm, default": (ours.denoiser, ours_trainer(ours.train(), images)),
+        "genforge ddpm, default, bf16": (ours.denoiser, ours_trainer(ours.train(), images, bf16=True)),
         "genforge ddpm, lighter: mults (1, 2, 2)": (light.denoiser, ours_trainer(light.train(), images)),
+        "genforge ddpm, lighter, bf16": (light.denoiser, ours_trainer(light.train(), images, bf16=True)),
         "genforge ddpm, sized like theirs": (big.denoiser, ours_trainer(big.train(), images)),
         "denoising-diffusion-pytorch": (unet, theirs_trainer(theirs.train(), images)),
     }

@@ -78,6 +78,20 @@ def test_classifier_score_extremes_and_formula() -> None:
     assert classifier_score(p, splits=1)[0] == pytest.approx(direct, rel=1e-6)
 
 
+def test_classifier_confidence_is_the_mean_max_probability_beside_the_reference() -> None:
+    sure = np.eye(4)[np.arange(100) % 4] * 0.9 + 0.025  # max 0.925 per row
+    blobs = np.full((50, 4), 0.25)
+    inputs = EvalInputs(
+        FeatureSet(np.zeros((150, 2)), np.vstack([sure, blobs])), FeatureSet(np.zeros((10, 2)), sure[:10])
+    )
+    records, skipped, _ = compute_metrics(inputs, ["classifier_confidence"], {})
+    rec = records["classifier_confidence"]
+    assert rec["value"] == pytest.approx((100 * 0.925 + 50 * 0.25) / 150)
+    assert rec["details"]["reference_value"] == pytest.approx(0.925)
+    no_head = EvalInputs(FeatureSet(np.zeros((5, 2))), FeatureSet(np.zeros((5, 2))))
+    assert "classifier_confidence" in compute_metrics(no_head, ["classifier_confidence"], {})[1]
+
+
 def test_conditional_accuracy_and_class_fid() -> None:
     rng = np.random.default_rng(0)
     labels = np.arange(600) % 3

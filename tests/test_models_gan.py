@@ -312,3 +312,68 @@ def test_dropout_drops_at_rate_p_and_keeps_the_mean():
     y.sum().backward()
     torch.testing.assert_close(x.grad, (y != 0).float() / 0.7)  # gradients flow through kept units only
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_rate_holds_in_every_lane_of_a_64_bit_draw():
+    # four int16 lanes come from each 64-bit draw: each lane (and an odd-sized tensor) keeps rate p
+    torch.manual_seed(1)
+    y = Dropout(0.5)(torch.ones(400_001))
+    dropped = (y == 0).float()
+    assert dropped.shape == (400_001,)
+    for lane in range(4):
+        assert abs(dropped[lane::4].mean().item() - 0.5) < 0.01, lane
+
+
+def _gan_trainer(tmp_path, **overrides):
+    from genforge.data.canonical import open_dataset
+    from genforge.train.config import TrainConfig
+    from genforge.train.trainer import Trainer
+    from test_train_models import make_dataset
+
+    data = make_dataset(tmp_path / "ds", n=16, size=28)
+    cfg = DCGAN.default_config(28, 1, **TINY, **overrides)
+    tcfg = TrainConfig(
+        steps=1, batch_size=8, precision="fp32", progress="none", tensorboard=False, sample_every=0, checkpoint_every=0
+    )
+    return Trainer("dcgan", cfg, tcfg, open_dataset(data), tmp_path / "run")
+
+
+def _count_calls(module: nn.Module) -> list[int]:
+    calls: list[int] = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_simultaneous_update_takes_both_gradients_from_one_forward_before_either_step(tmp_path):
+    import copy
+
+    tr = _gan_trainer(tmp_path, update="simultaneous")
+    ref = copy.deepcopy(tr.model)
+    batch = _batch(8)
+    torch.manual_seed(4)
+    tr._grouped_step(tr._units[0], batch, 0)
+    torch.manual_seed(4)
+    out = ref.training_step("adversarial", batch, 0)
+    d_params, g_params = list(ref.discriminator.parameters()), list(ref.generator.parameters())
+    d_grads = torch.autograd.grad(out.parts["discriminator"].loss, d_params, retain_graph=True)
+    g_grads = torch.autograd.grad(out.parts["generator"].loss, g_params)  # against D before its update
+    trained = dict(tr.model.named_parameters())
+    for prefix, params, grads in (("discriminator.", d_params, d_grads), ("generator.", g_params, g_grads)):
+        names = [n for n, _ in ref.named_parameters() if n.startswith(prefix)]
+        for name, p, g in zip(names, params, grads, strict=True):
+            torch.testing.assert_close(trained[name].grad, g, rtol=1e-5, atol=1e-7)
+            assert not torch.equal(trained[name], p)  # and both players stepped
+    assert {"discriminator/d_loss", "generator/g_loss"} <= set(tr._acc)
+
+
+@pytest.mark.parametrize("update, d_passes", [("alternating", 3), ("simultaneous", 2)])
+def test_simultaneous_update_saves_one_discriminator_pass(tmp_path, update, d_passes):
+    tr = _gan_trainer(tmp_path, update=update)
+    calls = _count_calls(tr.model.discriminator)
+    tr._train_step(0)
+    assert len(calls) == d_passes
+
+
+def test_simultaneous_update_needs_one_critic_step():
+    with pytest.raises(ConfigError, match="simultaneous"):
+        DCGAN.default_config(28, 1, update="simultaneous", n_critic=5)

@@ -294,3 +294,24 @@ def test_precision_choices(tmp_path, dataset):
     assert all(np.isfinite(r["main/loss"]) for r in records)
     # the weights stay fp32 (autocast computes in bf16, the optimiser updates fp32 masters)
     assert load_file(str(tmp_path / "b" / "model.safetensors"))["decoder.weight"].dtype == np.float32
+
+
+def test_retaining_freed_host_memory_is_accepted_by_glibc():
+    import platform
+
+    from genforge.train.host_memory import retain_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt thresholds are a glibc feature")
+    assert retain_freed_memory() is True
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from genforge.train import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto", cpu).name == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_precision("auto", cpu).name == "fp32"
+    assert precision.auto_precision(torch.device("cuda")) == "fp32"  # no GPU measured

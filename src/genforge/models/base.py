@@ -25,6 +25,8 @@ class Batch:
 class ModelOutput:
     loss: torch.Tensor  # scalar the phase's optimiser minimises
     terms: dict[str, torch.Tensor | float] = field(default_factory=dict)  # named parts, for logs
+    # a grouped step (phases sharing `Phase.group`): one output per phase of the group, by name
+    parts: dict[str, ModelOutput] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +44,10 @@ class Phase:
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     every: int = 1  # run on steps where step % every == 0 (lazy regularisers)
     repeats: int = 1  # e.g. n_critic for WGAN-GP
+    # consecutive phases with the same group run from ONE `training_step(group, ...)` forward whose
+    # output has a part per phase: every phase's gradients are taken before any optimiser steps
+    # (simultaneous updates, as the TensorFlow DCGAN tutorial's train_step does)
+    group: str = ""
 
 
 class GenerativeModel(nn.Module):

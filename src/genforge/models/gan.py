@@ -172,6 +172,10 @@ class GANConfig:
     # the generator step reuses the fakes (and their graph) of the discriminator step of the same
     # step, as PyTorch's DCGAN example does, instead of running the generator twice; only with n_critic 1
     reuse_fakes: bool = True
+    # alternating: G's step sees D after D's update (PyTorch's DCGAN example); simultaneous: both
+    # losses from one forward, both gradients before either update (the TensorFlow DCGAN tutorial's
+    # train_step, so the seed article's): one discriminator pass on the fakes fewer per step
+    update: Literal["alternating", "simultaneous"] = "alternating"
     diffaugment: DiffAugmentConfig = field(default_factory=DiffAugmentConfig)
 
     def __post_init__(self) -> None:
@@ -185,6 +189,10 @@ class GANConfig:
             raise ConfigError("gan: num_classes and gp_weight must be >= 0 and d_dropout in [0, 1)")
         if not self.d_widths:
             raise ConfigError("gan.d_widths: need at least one discriminator layer")
+        if self.update == "simultaneous" and self.n_critic != 1:
+            raise ConfigError(
+                f"gan.update: simultaneous updates take one D and one G gradient per step; n_critic is {self.n_critic}"
+            )
 
 
 def gan_size_defaults(image_size: int) -> dict[str, Any]:
@@ -228,7 +236,11 @@ class GAN(GenerativeModel):
         self.adversarial = GAN_LOSSES.get(c.loss)
         self.augment = Augmentation(c.diffaugment) if c.diffaugment.policy else None
         self._fakes: tuple[int, torch.Tensor, torch.Tensor | None] | None = None
-        self._steps = {"discriminator": self._discriminator_step, "generator": self._generator_step}
+        self._steps = {
+            "discriminator": self._discriminator_step,
+            "generator": self._generator_step,
+            "adversarial": self._simultaneous_step,
+        }
 
     @classmethod
     def default_config(cls, image_size: int, channels: int, num_classes: int = 0, **overrides: Any) -> Any:
@@ -238,11 +250,16 @@ class GAN(GenerativeModel):
 
     def phases(self) -> list[Phase]:
         c = self.config
+        group = "adversarial" if c.update == "simultaneous" else ""
         return [
             Phase(
-                "discriminator", ["discriminator"], OptimizerSpec("adam", c.d_lr, c.betas), repeats=c.n_critic
+                "discriminator",
+                ["discriminator"],
+                OptimizerSpec("adam", c.d_lr, c.betas),
+                repeats=c.n_critic,
+                group=group,
             ),
-            Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas)),
+            Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas), group=group),
         ]
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
@@ -271,7 +288,13 @@ class GAN(GenerativeModel):
         with torch.set_grad_enabled(keep):
             fake = self._generate(real.shape[0], labels, real.device)
         self._fakes = (step, fake, labels) if keep else None
-        fake = fake.detach()
+        out, _ = self._discriminate(real, fake.detach(), labels)
+        return out
+
+    def _discriminate(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[ModelOutput, torch.Tensor]:
+        """D's loss on real vs fake, and D's logits on the (augmented) fakes."""
         if self.augment is not None:
             real, fake = self.augment(real), self.augment(fake)
         d_real = self.discriminator(real, labels)
@@ -289,7 +312,17 @@ class GAN(GenerativeModel):
         if self.augment is not None:
             self.augment.observe(d_real.detach())
             terms["augment_p"] = self.augment.p
-        return ModelOutput(loss, terms)
+        return ModelOutput(loss, terms), d_fake
+
+    def _simultaneous_step(self, batch: Batch, step: int) -> ModelOutput:
+        """Both players' losses from one forward; the trainer takes D's gradient for D's
+        parameters and G's for G's before either optimiser steps."""
+        real, labels = batch.images, self._labels(batch)
+        fake = self._generate(real.shape[0], labels, real.device)
+        d_out, d_fake = self._discriminate(real, fake, labels)
+        g_loss = self.adversarial.generator(d_fake)
+        g_out = ModelOutput(g_loss, {"g_loss": g_loss.detach()})
+        return ModelOutput(d_out.loss + g_loss, parts={"discriminator": d_out, "generator": g_out})
 
     def _generator_step(self, batch: Batch, step: int) -> ModelOutput:
         cached, self._fakes = self._fakes, None

@@ -35,6 +35,7 @@ from genforge.train.callbacks import Callback
 from genforge.train.config import TrainConfig
 from genforge.train.ema import EMA
 from genforge.train.guard import DivergenceGuard
+from genforge.train.host_memory import retain_freed_memory
 from genforge.train.logs import MetricsLog, Progress
 from genforge.train.optim import build_optimizer
 from genforge.train.precision import resolve_device, resolve_precision
@@ -54,6 +55,7 @@ class _PhaseRuntime:
     every: int
     repeats: int
     scaler: Any = None  # torch.amp.GradScaler for fp16
+    group: str = ""  # Phase.group: run from one forward with the other phases of the group
 
 
 class Trainer:
@@ -93,6 +95,8 @@ class Trainer:
             # time on each allocation and changes no result of a correct program
             torch.utils.deterministic.fill_uninitialized_memory = False
             torch.backends.cudnn.benchmark = False
+        if config.retain_host_memory and self.device.type == "cpu":
+            retain_freed_memory()
         self._seed_everything(
             config.seed
         )  # same initial weights on every rank (rank 0's are broadcast anyway)
@@ -104,6 +108,7 @@ class Trainer:
         self._check_data_fits_model()
 
         self.phases = self._build_phases()
+        self._units = self._group_units()
         self.ema = (
             EMA(self.model, self.model.ema_modules, config.ema_decay, config.ema_warmup)
             if config.ema and self.model.ema_modules
@@ -192,10 +197,42 @@ class Trainer:
             base_lrs = [g["lr"] for g in opt.param_groups]
             phases.append(
                 _PhaseRuntime(
-                    phase.name, params, opt, base_lrs, max(1, phase.every), max(1, phase.repeats), scaler
+                    phase.name,
+                    params,
+                    opt,
+                    base_lrs,
+                    max(1, phase.every),
+                    max(1, phase.repeats),
+                    scaler,
+                    phase.group,
                 )
             )
+        self._check_groups(phases)
         return phases
+
+    def _check_groups(self, phases: list[_PhaseRuntime]) -> None:
+        seen: set[str] = set()
+        for i, ph in enumerate(phases):
+            if not ph.group:
+                continue
+            if ph.every != 1 or ph.repeats != 1:
+                raise ConfigError(
+                    f"model {self.model_name}: phase {ph.name!r} of group {ph.group!r} has every/repeats "
+                    "other than 1; grouped phases share one forward, so they run once per step"
+                )
+            if ph.group in seen and phases[i - 1].group != ph.group:
+                raise ConfigError(f"model {self.model_name}: the phases of group {ph.group!r} must be consecutive")
+            seen.add(ph.group)
+
+    def _group_units(self) -> list[list[_PhaseRuntime]]:
+        """The phases in order, consecutive phases of one group together."""
+        units: list[list[_PhaseRuntime]] = []
+        for ph in self.phases:
+            if ph.group and units and units[-1][0].group == ph.group:
+                units[-1].append(ph)
+            else:
+                units.append([ph])
+        return units
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -212,7 +249,11 @@ class Trainer:
 
     def _train_step(self, step: int) -> None:
         batch = self._next_batch()
-        for ph in self.phases:
+        for unit in self._units:
+            if len(unit) > 1:
+                self._grouped_step(unit, batch, step)
+                continue
+            ph = unit[0]
             if step % ph.every:
                 continue
             for repeat in range(ph.repeats):
@@ -220,18 +261,40 @@ class Trainer:
                 with self.precision.autocast():
                     out = self.model.training_step(ph.name, b, step)
                 ph.optimizer.zero_grad(set_to_none=True)
-                if ph.scaler is not None:
-                    ph.scaler.scale(out.loss).backward()
-                    dist.reduce_gradients(self.ctx, ph.params)
-                    ph.scaler.step(ph.optimizer)
-                    ph.scaler.update()
-                else:
-                    out.loss.backward()
-                    dist.reduce_gradients(self.ctx, ph.params)
-                    ph.optimizer.step()
+                self._backward(ph, out.loss)
+                self._optimizer_step(ph)
                 self._record(ph.name, out)
         if self.ema is not None:
             self.ema.update(step)
+
+    def _grouped_step(self, unit: list[_PhaseRuntime], batch: Batch, step: int) -> None:
+        """One forward for the group; each phase's gradients (of its own loss, for its own
+        parameters only) are all taken before any of them steps, so none sees another's update."""
+        group = unit[0].group
+        with self.precision.autocast():
+            out = self.model.training_step(group, batch, step)
+        missing = [ph.name for ph in unit if ph.name not in out.parts]
+        if missing:
+            raise GenforgeError(f"model {self.model_name}: the {group!r} step returned no part for {missing}")
+        for i, ph in enumerate(unit):
+            ph.optimizer.zero_grad(set_to_none=True)
+            self._backward(ph, out.parts[ph.name].loss, retain_graph=i < len(unit) - 1)
+        for ph in unit:
+            self._optimizer_step(ph)
+            self._record(ph.name, out.parts[ph.name])
+
+    def _backward(self, ph: _PhaseRuntime, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        scaled = ph.scaler.scale(loss) if ph.scaler is not None else loss
+        # gradients for this phase's parameters only: the graph is not walked further than they need
+        torch.autograd.backward(scaled, inputs=ph.params, retain_graph=retain_graph)
+        dist.reduce_gradients(self.ctx, ph.params)
+
+    def _optimizer_step(self, ph: _PhaseRuntime) -> None:
+        if ph.scaler is not None:
+            ph.scaler.step(ph.optimizer)
+            ph.scaler.update()
+        else:
+            ph.optimizer.step()
 
     def _record(self, phase: str, out: ModelOutput) -> None:
         if self.config.guard:

@@ -28,9 +28,10 @@ def _activation(name: str, leak: float) -> nn.Module:
 class Dropout(nn.Module):
     """Inverted dropout with its mask drawn as 16-bit random integers (p resolved to 1/65536).
 
-    Same function as `nn.Dropout`; on CPU `bernoulli_`, which `nn.Dropout` uses, took about a
-    tenth of a DCGAN training step, several times the cost of drawing int16s and comparing
-    (forward + backward on 256x64x14x14, one thread: F.dropout 26.5 ms, this 4.4 ms).
+    Same function as `nn.Dropout`, cheaper mask: on CPU `bernoulli_` (what `nn.Dropout` uses)
+    draws one engine call per element and took about a tenth of a DCGAN training step. Here every
+    64-bit draw of the engine yields four int16 lanes, compared against a threshold (2 threads,
+    3.2M elements: int16 draws 6.7 ms, int64 draws viewed as int16 2.1 ms).
     Draws from the global RNG, like `nn.Dropout`, so a trainer's saved RNG state resumes it.
     """
 
@@ -42,7 +43,10 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.randint(-32768, 32768, x.shape, dtype=torch.int16, device=x.device) >= self.threshold
+        n = x.numel()
+        # random_(min, None) covers all 64 bits; random_() alone leaves the sign bit 0
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
         # one multiply by a scaled mask: backward is then a single multiply too (4x cheaper than where)
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
