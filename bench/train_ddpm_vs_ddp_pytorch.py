@@ -78,10 +78,15 @@ def params(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def ours_trainer(model: DDPM, images01: torch.Tensor, bf16: bool = False):
-    """The step the trainer runs (`precision: bf16` = the same under bf16 autocast)."""
+def ours_trainer(model: DDPM, images01: torch.Tensor, bf16: bool = False, channels_last: bool = False):
+    """The step the trainer runs (`precision: bf16` = the same under bf16 autocast;
+    `channels_last` = the trainer's `channels_last: true`: model and batch in NHWC)."""
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.999))
-    batch = Batch(images=images01 * 2 - 1)
+    images = images01 * 2 - 1
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    batch = Batch(images=images)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -130,6 +135,7 @@ def main() -> None:
         default=1,
         help="torch intra-op threads for both (on a CPU shared with other jobs, 2 threads can be 10x slower)",
     )
+    ap.add_argument("--compile", action="store_true", help="also time the lighter model under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -138,6 +144,10 @@ def main() -> None:
 
     ours = DDPM(DDPM.default_config(32, 3))
     light = DDPM(DDPM.default_config(32, 3, channel_mults=(1, 2, 2)))
+    light_cl = DDPM(DDPM.default_config(32, 3, channel_mults=(1, 2, 2)))
+    light_c = DDPM(DDPM.default_config(32, 3, channel_mults=(1, 2, 2)))
+    if args.compile:
+        light_c.denoiser.compile()  # inductor; the warm-up step below compiles forward and backward
     big = DDPM(DDPM.default_config(32, 3, base_channels=32, num_res_blocks=2))
     unet = Unet(dim=32, dim_mults=(1, 2, 4))
     theirs = GaussianDiffusion(unet, image_size=32, timesteps=1000)
@@ -146,6 +156,20 @@ def main() -> None:
         "genforge ddpm, default, bf16": (ours.denoiser, ours_trainer(ours.train(), images, bf16=True)),
         "genforge ddpm, lighter: mults (1, 2, 2)": (light.denoiser, ours_trainer(light.train(), images)),
         "genforge ddpm, lighter, bf16": (light.denoiser, ours_trainer(light.train(), images, bf16=True)),
+        **(
+            {
+                "genforge ddpm, lighter, torch.compile": (
+                    light.denoiser,  # the same network; FLOPs are counted on the eager one
+                    ours_trainer(light_c.train(), images),
+                )
+            }
+            if args.compile
+            else {}
+        ),
+        "genforge ddpm, lighter, channels-last": (
+            light_cl.denoiser,
+            ours_trainer(light_cl.train(), images, channels_last=True),
+        ),
         "genforge ddpm, sized like theirs": (big.denoiser, ours_trainer(big.train(), images)),
         "denoising-diffusion-pytorch": (unet, theirs_trainer(theirs.train(), images)),
     }

@@ -315,3 +315,33 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     assert precision.resolve_precision("auto", cpu).name == "fp32"
     assert precision.auto_precision(torch.device("cuda")) == "fp32"  # no GPU measured
+
+
+def _builtin_models() -> list[str]:
+    import genforge.models.zoo  # noqa: F401  (registers the built-in families)
+    from genforge.models.registry import MODELS
+
+    return [name for name in MODELS.names() if not name.startswith(("test-", "serve-"))]
+
+
+@pytest.mark.parametrize("name", _builtin_models())
+def test_every_family_trains_under_bf16_autocast(tmp_path, name):
+    # precision auto is bf16 on CPUs with native bf16: every family must run under it (mixed
+    # fp32/bf16 tensors meet in losses, penalties and augmentations)
+    from genforge.train.precision import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX); precision auto is fp32 here")
+    data = make_dataset(tmp_path / "ds", n=16, size=28)
+    trainer = build_trainer(
+        tmp_path / "run",
+        model_name=name,
+        data=data,
+        flags={"steps": 2, "batch_size": 4, "precision": "bf16"},
+        sets=[*QUIET, "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0"],
+        conditional=name in ("cgan", "cvae"),
+    )
+    trainer.fit()
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [v for r in records for k, v in r.items() if k.endswith("/loss")]
+    assert losses and all(np.isfinite(losses))

@@ -78,7 +78,8 @@ def gradient_penalty(
     """Gulrajani et al. 2017: E[(||grad_x D(x)||_2 - 1)^2] at random interpolates of real and fake."""
     if eps is None:
         eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    x = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
+    # under autocast the fakes come out of the generator in bf16/fp16 while real images are fp32
+    x = torch.lerp(fake.detach().to(real.dtype), real.detach(), eps).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x, labels).sum(), x, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
 
