@@ -432,8 +432,8 @@ def mnist_section(res: dict[str, Any], header: str) -> str:
         f"- Data: `../shared/data/mnist-test` (10,000 images) ingested by `genforge data ingest` with "
         f"`--val-fraction 0.5`: splits {res['dataset']['splits']} (fingerprint `{res['dataset']['fingerprint']}`). "
         "Models train on train; val is the reference of every metric.",
-        f"- Budget: `--max-time {res['budget']}` of training per family (`genforge train`, fp32 unless the "
-        "command says otherwise); the run's own wall time (start-up, final checkpoint) is longer.",
+        f"- Budget: `--max-time {res['budget']}` of training per family (`genforge train`, precision `auto`: bf16 "
+        "on this CPU, unless the command says otherwise); the run's own wall time (start-up, final checkpoint) is longer.",
         f"- Evaluator: `{ev['id']}` (hash `{ev['hash']}`), trained on the train split"
         + (f", held-out accuracy {ev['heldout_accuracy']:.4f}" if "heldout_accuracy" in ev else "") + ". "
         f"Every row is scored on n = {res['n']} images against the {res['dataset']['splits'].get('val')} val "

@@ -111,7 +111,7 @@ def section(tag: str, title: str, res: dict[str, Any], header: str) -> str:
     dae, enc = res.get("dae", {}), res.get("simclr", {})
     lines = [f"## {title}: the restoration and encoder families", "", header,
              f"- Data: as in the section above; budget `--max-time {res['budget']}` per family, batch 128, "
-             "`genforge train` defaults otherwise (fp32).", ""]  # fmt: skip
+             "`genforge train` defaults otherwise (precision `auto`: bf16 on this CPU).", ""]  # fmt: skip
     if "error" in dae:
         lines += [f"**dae** failed: {dae['error']}", ""]
     elif dae:

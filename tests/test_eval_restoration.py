@@ -37,3 +37,19 @@ def test_psnr_of_gaussian_corruption_matches_the_closed_form_and_gain_is_the_dif
     assert saved["metrics"]["psnr_gain"]["n_samples"] == 64
     # the same seed corrupts the same way: the numbers repeat exactly
     assert evaluate(run, ds, EvalConfig(n=64, seed=3))["values"] == values
+
+
+def test_genforge_eval_on_a_restoration_run_prints_its_table_and_exits_0(tmp_path):
+    from typer.testing import CliRunner
+
+    from genforge.cli import app
+
+    torch.manual_seed(0)
+    cfg = {"image_size": 16, "channels": 1, "widths": [8, 16], "corruption": {"kinds": ["gaussian"], "sigma": 0.05}}
+    run = tmp_path / "run"
+    save_model(build_model("dae", cfg), "dae", run, {"step": 0, "ema": False})
+    ds = _grey_dataset(tmp_path / "ds")
+    res = CliRunner().invoke(app, ["eval", str(run), "--ref", str(ds), "--n", "32", "--split", "val"])
+    assert res.exit_code == 0, res.output
+    assert "psnr_gain" in res.output and str(run) in res.output
+    assert abs(json.loads((run / "metrics.json").read_text())["values"]["psnr_gain"]) < 0.5  # untrained: no gain
