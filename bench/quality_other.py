@@ -60,9 +60,13 @@ def simclr_scores(run: Path, data: Path, held_out: str) -> dict[str, Any]:
     from genforge.models.pipeline import load_pipeline
 
     ds = open_dataset(data)
-    train, test = ds.split("train"), ds.split(held_out)
-    xs = np.asarray(train.images[:KNN_TRAIN]), np.asarray(test.images[:KNN_HELD_OUT])
-    ys = np.asarray(train.labels[:KNN_TRAIN]), np.asarray(test.labels[:KNN_HELD_OUT])
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    # seeded random subsets: archive order can be sorted by class (CIFAR-10's tar lists class folders)
+    for split, n in ((ds.split("train"), KNN_TRAIN), (ds.split(held_out), KNN_HELD_OUT)):
+        idx = np.sort(rng.choice(len(split.images), size=min(n, len(split.images)), replace=False))
+        xs.append(np.asarray(split.images[idx]))
+        ys.append(np.asarray(split.labels[idx]))
     model = load_pipeline(run).model
 
     def embed(images: np.ndarray) -> np.ndarray:
@@ -101,7 +105,9 @@ def family(model: str, tag: str, data: Path, budget: str, held_out: str, args: a
         out = args.work / "samples" / f"{model}-{tag}.metrics.json"
         qb.genforge(["eval", str(run), "--ref", str(data), "--n", "1000", "--seed", str(args.seed),
                      "--split", held_out, "--out", str(out)], logs / f"eval-{model}-{tag}.log", env)  # fmt: skip
-        rec.update(json.loads(out.read_text())["values"])
+        metrics = json.loads(out.read_text())
+        rec.update(metrics["values"])
+        rec["corruption"] = metrics["config"]["corruption"]
     else:
         rec.update(simclr_scores(run, data, held_out))
     return rec
@@ -116,7 +122,7 @@ def section(tag: str, title: str, res: dict[str, Any], header: str) -> str:
         lines += [f"**dae** failed: {dae['error']}", ""]
     elif dae:
         lines += [
-            f"**dae** (Gaussian-noise denoising, its default corruption): {dae['steps']:,} steps, "
+            f"**dae** (default corruption: {' + '.join(dae['corruption'])}): {dae['steps']:,} steps, "
             f"{dae['train_images_per_s']:.0f} train images/s; loss {dae['first_loss']:.4f} -> {dae['last_loss']:.4f}. "
             f"On 1,000 held-out {res['held_out']} images: PSNR restored {dae['psnr_restored']:.2f} dB vs corrupted "
             f"{dae['psnr_corrupted']:.2f} dB (gain {dae['psnr_gain']:.2f} dB), L1 {dae['l1_restored']:.4f}.", "",
@@ -128,7 +134,7 @@ def section(tag: str, title: str, res: dict[str, Any], header: str) -> str:
         lines += [
             f"**simclr**: {enc['steps']:,} steps, {enc['train_images_per_s']:.0f} train images/s; NT-Xent loss "
             f"{enc['first_loss']:.3f} -> {enc['last_loss']:.3f}. {K}-NN classification of {KNN_HELD_OUT:,} "
-            f"{enc['held_out']} images against {KNN_TRAIN:,} train images: embedding ({enc['embedding_dim']}-d) "
+            f"{enc['held_out']} images against {KNN_TRAIN:,} train images (seeded random subsets): embedding ({enc['embedding_dim']}-d) "
             f"**{enc['knn_embedding']:.3f}** vs raw pixels {enc['knn_pixels']:.3f}; encoding "
             f"{enc['encode_images_per_s']:.0f} images/s. (An encoder has no samples to show.)", "",
         ]  # fmt: skip
