@@ -377,3 +377,16 @@ def test_simultaneous_update_saves_one_discriminator_pass(tmp_path, update, d_pa
 def test_simultaneous_update_needs_one_critic_step():
     with pytest.raises(ConfigError, match="simultaneous"):
         DCGAN.default_config(28, 1, update="simultaneous", n_critic=5)
+
+
+def test_article_dcgan_starts_from_keras_glorot_init_and_sngan_from_torch_defaults():
+    torch.manual_seed(0)
+    g = DCGAN(DCGAN.default_config(28, 1)).generator
+    fan_in, fan_out = 100, 7 * 7 * 256
+    glorot_std = (2.0 / (fan_in + fan_out)) ** 0.5  # Glorot-uniform: bound sqrt(6 / (in + out))
+    assert g.fc.weight.std().item() == pytest.approx(glorot_std, rel=0.05)
+    assert torch.count_nonzero(g.convs[-1].bias) == 0
+    sn = SNGAN(SNGAN.default_config(28, 1)).generator
+    assert sn.fc.weight.std().item() == pytest.approx((1 / 3) ** 0.5 / fan_in**0.5, rel=0.05)  # U(+-1/sqrt(in))
+    d = DCGAN(DCGAN.default_config(28, 1, init="normal", spectral_norm=True)).discriminator
+    assert d.head.parametrizations.weight.original.std().item() == pytest.approx(0.02, rel=0.1)

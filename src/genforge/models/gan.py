@@ -29,6 +29,7 @@ from genforge.core.registry import Registry
 from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
 from genforge.models.nets.conv import stage_widths
 from genforge.models.nets.dcgan import Discriminator, Generator
+from genforge.models.nets.init import initialise
 from genforge.models.nets.latent import class_labels, interpolation_latents
 from genforge.models.registry import MODELS
 
@@ -177,6 +178,9 @@ class GANConfig:
     # losses from one forward, both gradients before either update (the TensorFlow DCGAN tutorial's
     # train_step, so the seed article's): one discriminator pass on the fakes fewer per step
     update: Literal["alternating", "simultaneous"] = "alternating"
+    # weight init (nets/init.py): Keras' Glorot for the article's DCGAN, which collapses from
+    # PyTorch's defaults; the spectrally normalised and gradient-penalty GANs keep PyTorch's
+    init: Literal["torch", "glorot", "normal"] = "glorot"
     diffaugment: DiffAugmentConfig = field(default_factory=DiffAugmentConfig)
 
     def __post_init__(self) -> None:
@@ -234,6 +238,8 @@ class GAN(GenerativeModel):
             c.spectral_norm,
             c.num_classes,
         )
+        initialise(self.generator, c.init)
+        initialise(self.discriminator, c.init)
         self.adversarial = GAN_LOSSES.get(c.loss)
         self.augment = Augmentation(c.diffaugment) if c.diffaugment.policy else None
         self._fakes: tuple[int, torch.Tensor, torch.Tensor | None] | None = None
@@ -376,6 +382,7 @@ class GAN(GenerativeModel):
 @dataclass
 class WGANGPConfig(GANConfig):
     loss: str = "wasserstein"
+    init: Literal["torch", "glorot", "normal"] = "torch"
     gp_weight: float = 10.0
     n_critic: int = 5
     d_norm: Literal["none", "batch", "layer"] = "layer"
@@ -386,6 +393,7 @@ class WGANGPConfig(GANConfig):
 @dataclass
 class SNGANConfig(GANConfig):
     loss: str = "hinge"
+    init: Literal["torch", "glorot", "normal"] = "torch"
     spectral_norm: bool = True
     d_dropout: float = 0.0
     g_lr: float = 2e-4
