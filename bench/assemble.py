@@ -11,7 +11,7 @@ from pathlib import Path
 from genforge.core.atomic import write_text
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ["collect", "data", "loader", "train_overhead", "models", "diffusion", "quality", "evaluate", "deploy"]
+ORDER = ["collect", "data", "loader", "train_overhead", "models", "diffusion", "quality", "quality_init", "evaluate", "deploy"]
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
         parts.append("\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()))
     body = "\n\n".join(parts) + "\n"
     # images referenced relative to bench/results/ resolve from the repository root here
-    write_text(BENCH.parent / "BENCHMARKS.md", body.replace("](quality/", "](bench/results/quality/"))
+    write_text(BENCH.parent / "BENCHMARKS.md", body.replace("](quality", "](bench/results/quality"))
 
 
 if __name__ == "__main__":
