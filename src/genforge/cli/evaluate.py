@@ -90,11 +90,9 @@ def _print_metrics(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ext, target = result["extractor"], result["target"]
-    # samples name their file ("path"), restoration results the run they restored with ("run")
+    ext = result["extractor"]
     table = Table(
-        title=f"{target.get('path') or target.get('run')}  vs  "
-        f"{result['reference']['split']} of {result['reference']['dataset']}"
+        title=f"{result['target']['path']}  vs  {result['reference']['split']} of {result['reference']['dataset']}"
     )
     for col in ("metric", "value", "better", "n"):
         table.add_column(col)
@@ -102,8 +100,7 @@ def _print_metrics(result: dict) -> None:
         table.add_row(name, f"{rec['value']:.5g}", rec["better"], str(rec["n_samples"]))
     console = Console()
     console.print(table)
-    timing = f"; timing: {result['timing']}" if "timing" in result else ""
-    console.print(f"features: {ext['id']} (hash {ext['hash']}){timing}")
+    console.print(f"features: {ext['id']} (hash {ext['hash']}); timing: {result['timing']}")
     mem = result.get("memorisation")
     if mem:
         console.print(f"copy rate: features {mem['features']['copy_rate']:.2%}, pixels {mem['pixels']['copy_rate']:.2%}"

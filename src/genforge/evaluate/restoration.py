@@ -6,6 +6,7 @@ the corrupted input as the baseline a restoration has to beat."""
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,16 @@ def evaluate_restoration(pipe: Any, ref: str | Path, n: int, seed: int, out_path
     dataset = open_dataset(ref)
     reference = dataset.split(split) if split else dataset.reference_split
     images = np.asarray(reference.images[: min(n, len(reference))])
+    t0 = time.perf_counter()
     values = restoration_metrics(pipe.model, from_uint8(images), seed)
+    seconds = time.perf_counter() - t0
     count = len(images)
     result = {
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "target": {"run": str(pipe.path), "model": pipe.name, "step": pipe.info.get("step"), "ema": pipe.info.get("ema")},
+        # the same target record as a generative run's (evaluate.load_samples): readers need no special case
+        "target": {"kind": "run", "path": str(Path(pipe.path).resolve()), "model": pipe.name,
+                   "step": pipe.info.get("step"), "ema": pipe.info.get("ema")},  # fmt: skip
         "reference": {"dataset": str(Path(ref).resolve()), "split": reference.name, "count": count,
                       "fingerprint": dataset.fingerprint},  # fmt: skip
         "extractor": {"id": "pixels (no feature extractor)", "hash": "-", "preprocessing": {"value_range": [-1.0, 1.0]}},
@@ -82,6 +87,7 @@ def evaluate_restoration(pipe: Any, ref: str | Path, n: int, seed: int, out_path
         },
         "skipped": {},
         "warnings": [],
+        "timing": {"restore_s": round(seconds, 3)},
     }
     write_json(out_path, result)
     return result
