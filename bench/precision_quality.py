@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +41,7 @@ def train(
     run = args.work / "runs" / f"precision-{model}-{precision}"
     log = args.work / "logs" / f"precision-{model}-{precision}.log"
     if run.exists():
-        qb.shutil.rmtree(run)
+        shutil.rmtree(run)
     cmd = ["train", "--model", model, "--data", str(data), "--out", str(run), "--steps", str(steps),
            "--batch-size", str(batch), "--seed", str(args.seed), "--precision", precision,
            "--set", "train.progress=lines", *extra]  # fmt: skip
@@ -85,7 +87,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=qb.DEFAULT_OUT)
     args = p.parse_args()
     args.command = ".venv/bin/python bench/precision_quality.py " + shlex.join(sys.argv[1:])
-    env = qb.os.environ.copy()
+    env = os.environ.copy()
     started, t0 = dt.datetime.now(dt.UTC), time.perf_counter()
     data = qb.ingest(qb.mnist_source(args.work), args.work / "mnist",
                      ["--val-fraction", "0.5", "--seed", "0", "--near-dup-distance", "0"],

@@ -210,32 +210,16 @@ def extractor(data: str) -> Any:
     return build_extractor(default_extractor(dataset), dataset)
 
 
-def confidence(images: np.ndarray, data: Path, metrics: dict[str, Any]) -> float | None:
-    """The evaluator's mean max-softmax on `images` (metrics.json's `classifier_confidence`; computed
-    in-process, by the same evaluator, for a metrics.json from before that metric existed)."""
-    if "classifier_confidence" in metrics["values"]:
-        return metrics["values"]["classifier_confidence"]
-    ext = extractor(str(data))
-    if ext.hash != metrics["extractor"]["hash"]:
-        raise StepFailed(
-            f"evaluator mismatch: in-process {ext.hash}, genforge eval {metrics['extractor']['hash']}"
-        )
-    return mean_confidence(images, data)
-
-
-def mean_confidence(images: np.ndarray, data: Path) -> float | None:
-    probs = extractor(str(data)).extract(images).probs
-    return None if probs is None else float(probs.max(1).mean())
-
-
 def score(images: np.ndarray, labels: np.ndarray | None, name: str, data: Path, args: argparse.Namespace,
           env: dict[str, str], memorisation: bool = True) -> dict[str, Any]:  # fmt: skip
-    """genforge eval of the images + confidence, as one flat record."""
+    """genforge eval of the images as one flat record (confidence: metrics.json's classifier_confidence)."""
     npz = save_npz(args.work / "samples" / f"{name}.npz", images, labels)
     metrics = evaluate(
         npz, data, len(images), args, args.work / "logs" / f"eval-{name}.log", env, memorisation
     )
-    rec = {"n": len(images), **metrics["values"], "confidence": confidence(images, data, metrics),
+    conf = metrics["metrics"].get("classifier_confidence", {})  # absent without a class head
+    rec = {"n": len(images), **metrics["values"], "confidence": conf.get("value"),
+           "reference_confidence": conf.get("details", {}).get("reference_value"),
            "warnings": metrics["warnings"]}  # fmt: skip
     if "memorisation" in metrics:
         rec["copy_rate_features"] = metrics["memorisation"]["features"]["copy_rate"]
@@ -267,7 +251,7 @@ def run_mnist(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                                            if isinstance(v, int | float | str)}},
         "control": control, "models": {},
         # the control images are the evaluator's own training data: held-out confidence is the fairer bar
-        "reference_confidence": mean_confidence(np.asarray(dataset.split("val").images), data),
+        "reference_confidence": control["reference_confidence"],
     }  # fmt: skip
     for model in args.models:
         result["models"][model] = attempt(lambda m=model: mnist_model(m, data, n, args, env), model)
