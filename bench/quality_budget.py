@@ -57,6 +57,7 @@ MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 class Recipe:
     batch_size: int
     conditional: bool = False
+    model: str = ""  # the genforge model name when the recipe's own name differs
 
 
 # GANs and VAEs at the batch the article's recipes use; the U-Net is ~5x costlier per image
@@ -65,6 +66,7 @@ RECIPES = {
     "dcgan": Recipe(128),
     "wgan-gp": Recipe(64),  # five critic passes per step draw five batches
     "sngan": Recipe(128),
+    "sngan-cond": Recipe(128, conditional=True, model="sngan"),  # projection D, conditional BN in G
     "cvae": Recipe(128, conditional=True),
     "vae": Recipe(128),
     "beta-vae": Recipe(128),
@@ -131,7 +133,7 @@ def train(model: str, data: Path, run: Path, budget: str, args: argparse.Namespa
         return 0.0
     if run.exists():
         shutil.rmtree(run)
-    cmd = ["train", "--model", model, "--data", str(data), "--out", str(run), "--max-time", budget,
+    cmd = ["train", "--model", recipe.model or model, "--data", str(data), "--out", str(run), "--max-time", budget,
            "--batch-size", str(recipe.batch_size), "--seed", str(args.seed), "--set", "train.progress=lines"]  # fmt: skip
     if recipe.conditional:
         cmd.append("--conditional")

@@ -42,7 +42,7 @@ BATCH = 256
 #   fill      torch's NaN-filling of new tensors under deterministic mode ON (the trainer turns it
 #             off: determinism does not need it, it only makes reads of uninitialised memory visible)
 #   noretain  the trainer's `retain_host_memory` OFF (glibc gives freed activations back to the
-#             kernel after each step, so they are page-faulted in again; train/host_memory.py)
+#             kernel after each step, so they are page-faulted in again; core/host_memory.py)
 #   nofill    the trainer's default (kept so that older result tables' names still run)
 FLAGS = ("cl", "subpixel", "sim", "compile", "fill", "noretain", "nofill")
 DEFAULT_VARIANTS = "tf,fp32,fp32+sim,bf16,bf16+sim,bf16+sim+noretain"

@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/train_ddpm_vs_ddp_pytorch.py [--batch 64] [--rounds 5] [--steps 3]
 
-Models: ours with its default 32 px config, a lighter variant, ours sized like theirs (base 32, two res blocks per
-level), and theirs: `Unet(dim=32, dim_mults=(1, 2, 4))` in `GaussianDiffusion(image_size=32)`.
+Models: ours with its default 32 px config (2x2 patches, base 32, mults (1, 2, 2)) in bf16 (what
+`precision: auto` picks on this CPU), fp32, channels-last and optionally compiled, a wider variant,
+the previous default (full resolution, base 16, mults (1, 2, 4)), ours sized like theirs (full
+resolution, base 32, two res blocks per level), and theirs: `Unet(dim=32, dim_mults=(1, 2, 4))` in
+`GaussianDiffusion(image_size=32)`. Our step uses the trainer's optimiser (fused AdamW).
 Training rounds are interleaved (each round times every model once) because the CPU is shared;
 ratios are taken within a round. Images are real CIFAR-10 training images from
 ../shared/data/cifar10 (throughput does not depend on content, but nothing here is synthetic).
@@ -33,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from genforge.models.base import Batch
 from genforge.models.diffusion import DDPM
+from genforge.train.optim import build_optimizer
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-jpg.tar.gz"
 
@@ -81,7 +85,8 @@ def params(net: torch.nn.Module) -> int:
 def ours_trainer(model: DDPM, images01: torch.Tensor, bf16: bool = False, channels_last: bool = False):
     """The step the trainer runs (`precision: bf16` = the same under bf16 autocast;
     `channels_last` = the trainer's `channels_last: true`: model and batch in NHWC)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.999))
+    (phase,) = model.phases()
+    opt = build_optimizer(phase.optimizer, list(model.parameters()))  # the trainer's (fused on CPU)
     images = images01 * 2 - 1
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -135,44 +140,43 @@ def main() -> None:
         default=1,
         help="torch intra-op threads for both (on a CPU shared with other jobs, 2 threads can be 10x slower)",
     )
-    ap.add_argument("--compile", action="store_true", help="also time the lighter model under torch.compile")
+    ap.add_argument("--compile", action="store_true", help="also time the default model under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     GaussianDiffusion, Unet = import_theirs()
     images = cifar_images(args.batch)
 
-    ours = DDPM(DDPM.default_config(32, 3))
-    light = DDPM(DDPM.default_config(32, 3, channel_mults=(1, 2, 2)))
-    light_cl = DDPM(DDPM.default_config(32, 3, channel_mults=(1, 2, 2)))
-    light_c = DDPM(DDPM.default_config(32, 3, channel_mults=(1, 2, 2)))
-    if args.compile:
-        light_c.denoiser.compile()  # inductor; the warm-up step below compiles forward and backward
-    big = DDPM(DDPM.default_config(32, 3, base_channels=32, num_res_blocks=2))
+    # (label, config overrides, bf16 autocast, channels-last, torch.compile); the trainer's
+    # `precision: auto` is bf16 on this CPU (AVX512-BF16), so the first row is what users get
+    previous = {"patch_size": 1, "base_channels": 16, "channel_mults": (1, 2, 4), "attention_resolutions": (8,)}
+    variants = [
+        ("genforge ddpm, default, bf16 (precision auto)", {}, True, False, False),
+        ("genforge ddpm, default, fp32", {}, False, False, False),
+        ("genforge ddpm, default, bf16 + channels-last", {}, True, True, False),
+        *([("genforge ddpm, default, bf16 + torch.compile", {}, True, False, True)] if args.compile else []),
+        ("genforge ddpm, default with mults (1, 2, 4), bf16", {"channel_mults": (1, 2, 4)}, True, False, False),
+        ("genforge ddpm, previous default (no patches, base 16), bf16", previous, True, False, False),
+        ("genforge ddpm, previous default, fp32", previous, False, False, False),
+        (
+            "genforge ddpm, sized like theirs (no patches, base 32, 2 blocks), fp32",
+            {**previous, "base_channels": 32, "num_res_blocks": 2},
+            False,
+            False,
+            False,
+        ),
+    ]
+    models = {}
+    for label, overrides, bf16, channels_last, compiled in variants:
+        model = DDPM(DDPM.default_config(32, 3, **overrides))
+        flops_net = DDPM(model.config).denoiser  # FLOPs are counted on an eager, NCHW copy
+        if compiled:
+            model.denoiser.compile()  # inductor; the warm-up step below compiles forward and backward
+        models[label] = (flops_net, ours_trainer(model.train(), images, bf16=bf16, channels_last=channels_last))
+    ours = DDPM(DDPM.default_config(32, 3))  # sampled below, in fp32
     unet = Unet(dim=32, dim_mults=(1, 2, 4))
     theirs = GaussianDiffusion(unet, image_size=32, timesteps=1000)
-    models = {
-        "genforge ddpm, default": (ours.denoiser, ours_trainer(ours.train(), images)),
-        "genforge ddpm, default, bf16": (ours.denoiser, ours_trainer(ours.train(), images, bf16=True)),
-        "genforge ddpm, lighter: mults (1, 2, 2)": (light.denoiser, ours_trainer(light.train(), images)),
-        "genforge ddpm, lighter, bf16": (light.denoiser, ours_trainer(light.train(), images, bf16=True)),
-        **(
-            {
-                "genforge ddpm, lighter, torch.compile": (
-                    light.denoiser,  # the same network; FLOPs are counted on the eager one
-                    ours_trainer(light_c.train(), images),
-                )
-            }
-            if args.compile
-            else {}
-        ),
-        "genforge ddpm, lighter, channels-last": (
-            light_cl.denoiser,
-            ours_trainer(light_cl.train(), images, channels_last=True),
-        ),
-        "genforge ddpm, sized like theirs": (big.denoiser, ours_trainer(big.train(), images)),
-        "denoising-diffusion-pytorch": (unet, theirs_trainer(theirs.train(), images)),
-    }
+    models["denoising-diffusion-pytorch"] = (unet, theirs_trainer(theirs.train(), images))
     for _, step in models.values():
         step()  # warm-up: allocator, first-call overheads
     rates: dict[str, list[float]] = {name: [] for name in models}

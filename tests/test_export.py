@@ -134,7 +134,10 @@ def test_onnx_diffusion_sampler_reproduces_ddim(tmp_path, classes):
     labels = torch.tensor([0, 1, 1]) if classes else None
     expected = model.sample(3, generator=torch.Generator().manual_seed(7), steps=5, labels=labels).numpy()
     got = sampler.sample(3, steps=5, x_T=x_T.numpy(), labels=None if labels is None else labels.numpy())
-    assert np.abs(got - expected).max() < TOL
+    # the denoisers agree to ~1e-6 (test above), but the first DDIM step predicts x0 = (x - sqrt(1 - ab)
+    # eps) / sqrt(ab) with ab_T = 7.7e-6 here: x360 on that error, x3 more under guidance 2. A mistake
+    # in the sampler's own math (schedule index, step formula) moves pixels by 0.1-1.
+    assert np.abs(got - expected).max() < 2e-3
     assert sampler.images(2, seed=1, steps=3).shape == (2, 8, 8, 1)
     assert np.array_equal(sampler.images(2, seed=1, steps=3), sampler.images(2, seed=1, steps=3))
 

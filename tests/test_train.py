@@ -299,7 +299,7 @@ def test_precision_choices(tmp_path, dataset):
 def test_retaining_freed_host_memory_is_accepted_by_glibc():
     import platform
 
-    from genforge.train.host_memory import retain_freed_memory
+    from genforge.core.host_memory import retain_freed_memory
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are a glibc feature")

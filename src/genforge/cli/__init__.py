@@ -49,7 +49,11 @@ for _name in STAGE_MODULES:
 
 def main() -> None:
     from genforge.core.errors import GenforgeError
+    from genforge.core.host_memory import retain_freed_memory
 
+    # every command that computes (train, sample, eval, serve) frees and reallocates the same
+    # large tensors in a loop; the process keeps freed pages instead of faulting them in again
+    retain_freed_memory()
     try:
         app()  # standalone mode: click reports usage errors and exits by itself
     except GenforgeError as exc:

@@ -23,7 +23,7 @@ class TrainConfig:
     channels_last: bool = False
     deterministic: bool = True  # torch.use_deterministic_algorithms: needed for bit-exact resume
     optimizer_impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
-    # CPU: keep freed activation memory in the process between steps (train/host_memory.py)
+    # CPU: keep freed activation memory in the process between steps (core/host_memory.py)
     retain_host_memory: bool = True
     # EMA of the model's ema_modules; decay ramps up as min(decay, (1 + step) / (10 + step))
     ema: bool = True

@@ -23,6 +23,7 @@ from genforge import __version__
 from genforge.core.atomic import write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import ConfigError, GenforgeError
+from genforge.core.host_memory import retain_freed_memory
 from genforge.data.canonical import CanonicalDataset
 from genforge.data.loader import BatchLoader, to_float
 from genforge.models.base import Batch, GenerativeModel, ModelOutput
@@ -35,7 +36,6 @@ from genforge.train.callbacks import Callback
 from genforge.train.config import TrainConfig
 from genforge.train.ema import EMA
 from genforge.train.guard import DivergenceGuard
-from genforge.train.host_memory import retain_freed_memory
 from genforge.train.logs import MetricsLog, Progress
 from genforge.train.optim import build_optimizer
 from genforge.train.precision import resolve_device, resolve_precision

@@ -2,8 +2,15 @@
 
 Export-friendly: no data-dependent Python control flow, the timestep embedding is tensor ops,
 labels are an int64 tensor where index `num_classes` is the reserved "null" class used for
-classifier-free guidance. Sizes that the downsampling does not divide are zero-padded up to the
-next multiple inside the network and cropped back, with amounts fixed at construction.
+classifier-free guidance. Shapes are fixed at construction: an image size that the patch size
+does not divide is zero-padded up to the next multiple and cropped back; a level of odd size
+halves to the size rounded up (the stride-2 convolution pads), and the decoder crops each
+upsampled map back to its skip's size. So 28 px with 2x2 patches runs at 14 -> 7 -> 4, not at 32.
+
+`patch_size` p > 1 folds each p x p block of pixels into channels before the first convolution
+(pixel-unshuffle) and unfolds the output the same way: the network then runs at 1/p the
+resolution with p^2 times the input channels, so no convolution is left at full resolution with
+few channels, where a CPU convolution is least efficient (see bench/results/diffusion.md).
 """
 
 from __future__ import annotations
@@ -29,13 +36,24 @@ def _groups(channels: int) -> int:
     return math.gcd(channels, 8)
 
 
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in fp32: under CPU bf16 autocast PyTorch runs it on bf16 input, and on
+    channels-last bf16 its kernel is ~7x slower than on fp32 (bench/results/diffusion.md)."""
+
+    def __init__(self, channels: int):
+        super().__init__(_groups(channels), channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+
+
 class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
+        self.norm1 = GroupNorm(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
+        self.norm2 = GroupNorm(c_out)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
@@ -54,7 +72,7 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.norm = GroupNorm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
         nn.init.zeros_(self.out.weight)
@@ -102,10 +120,11 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] = (),
         num_classes: int = 0,
         dropout: float = 0.0,
+        patch_size: int = 1,
     ):
         super().__init__()
-        factor = 2 ** (len(channel_mults) - 1)
-        padded = -(-image_size // factor) * factor
+        self.patch = patch_size
+        padded = -(-image_size // patch_size) * patch_size
         extra = padded - image_size
         self.pad = (
             extra // 2,
@@ -123,9 +142,13 @@ class UNet(nn.Module):
         # one extra row: the "null" class, i.e. no label (classifier-free guidance)
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         widths = [base_channels * m for m in channel_mults]
-        sizes = [padded // 2**i for i in range(len(widths))]
+        sizes = [padded // patch_size]
+        for _ in widths[1:]:
+            sizes.append(-(-sizes[-1] // 2))
+        # per decoder level: the skip's size when upsampling the level below overshoots it
+        self.crops = [s if 2 * -(-s // 2) != s else 0 for s in reversed(sizes)]
         attn = set(attention_resolutions)
-        self.conv_in = nn.Conv2d(channels, base_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(channels * patch_size**2, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         c = base_channels
@@ -148,8 +171,8 @@ class UNet(nn.Module):
             self.upsample.append(nn.Identity() if first else nn.Conv2d(c, w, 3, padding=1))
             self.up.append(Level(c + w if first else 2 * w, w, num_res_blocks, emb_dim, s in attn, dropout))
             c = w
-        self.norm_out = nn.GroupNorm(_groups(c), c)
-        self.conv_out = nn.Conv2d(c, channels, 3, padding=1)
+        self.norm_out = GroupNorm(c)
+        self.conv_out = nn.Conv2d(c, channels * patch_size**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -163,18 +186,22 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(t, labels)
-        h = self.conv_in(F.pad(x, self.pad) if any(self.pad) else x)
+        h = F.pad(x, self.pad) if any(self.pad) else x
+        h = self.conv_in(F.pixel_unshuffle(h, self.patch) if self.patch > 1 else h)
         skips = []
         for level, down in zip(self.down, self.downsample, strict=True):
             h = level(h, emb)
             skips.append(h)
             h = down(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
-        for level, up, skip in zip(self.up, self.upsample, reversed(skips), strict=True):
+        for level, up, skip, crop in zip(self.up, self.upsample, reversed(skips), self.crops, strict=True):
             if not isinstance(up, nn.Identity):
-                h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = up(h[:, :, :crop, :crop] if crop else h)
             h = level(torch.cat([h, skip], dim=1), emb)
         out = self.conv_out(F.silu(self.norm_out(h)))
+        if self.patch > 1:
+            out = F.pixel_shuffle(out, self.patch)
         if any(self.pad):
             left, _, top, _ = self.pad
             out = out[:, :, top : top + self.image_size, left : left + self.image_size]
