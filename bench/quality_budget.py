@@ -16,7 +16,7 @@ Writes its sections of `--out` (default bench/results/quality.md; the MNIST and 
 replaced independently), the numbers as JSON beside it (quality.json) and the sample grids into
 the folder named after it (quality/<model>-mnist.png, quality/<model>-cifar.png).
 
-Run time with the defaults on 2 idle cores: about 70-90 minutes (7 x 5 minutes of training; the
+Run time with the defaults on 2 idle cores: about 60-70 minutes (9 x 5 minutes of training; the
 rest is mostly ddpm sampling: 5,000 DDIM images, then 1,000 images each by DDIM and by the full
 1,000-step DDPM chain). `--cifar` adds about 7 x 1.5 minutes. Needs the machine to itself.
 """
@@ -72,7 +72,7 @@ RECIPES = {
     "beta-vae": Recipe(128),
     "ddpm": Recipe(64, conditional=True),
 }
-DEFAULT_MODELS = "cgan,dcgan,wgan-gp,sngan,cvae,vae,ddpm"
+DEFAULT_MODELS = "cgan,dcgan,wgan-gp,sngan,sngan-cond,cvae,vae,beta-vae,ddpm"
 
 
 class StepFailed(Exception):
@@ -173,7 +173,7 @@ def generate(run: Path, n: int, seed: int, **options: Any) -> tuple[np.ndarray, 
     from genforge.models.pipeline import load_pipeline
 
     pipe = load_pipeline(run)
-    labels = (np.arange(n) % pipe.num_classes).astype(np.int64) if pipe.conditional else None
+    labels = pipe.class_labels(n) if pipe.conditional else None
     chunks = []
     t0 = time.perf_counter()
     for i, start in enumerate(range(0, n, CHUNK)):
@@ -242,16 +242,31 @@ def run_mnist(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     n = args.n or len(train_split.images)
     real = np.asarray(train_split.images[:n])
     print(f"MNIST: train {len(train_split.images)}, val {len(dataset.split('val').images)}; scoring n = {n}")
-    control = score(
-        real, np.asarray(train_split.labels[:n]), "control-mnist", data, args, env, memorisation=False
-    )
+    train_labels = np.asarray(train_split.labels)
+    control = score(real, train_labels[:n], "control-mnist", data, args, env, memorisation=False)
+    # floors no trained model is likely to beat: n training images drawn at random with replacement
+    # (what a model that memorised its training set and sampled it would produce), in the data's
+    # class mix and in a uniform one (a conditional sampler that ignores class frequencies)
+    rng = np.random.default_rng(args.seed)
+    picks = {
+        "memoriser": rng.choice(len(train_labels), n, replace=True),
+        "memoriser, uniform classes": np.concatenate([
+            rng.choice(np.flatnonzero(train_labels == k), size, replace=True)
+            for k, size in enumerate(np.bincount(np.arange(n) % (train_labels.max() + 1)))
+        ]),
+    }  # fmt: skip
+    floors = {
+        name: score(np.asarray(train_split.images)[idx], train_labels[idx], f"floor-{i}-mnist", data, args, env,
+                    memorisation=False)
+        for i, (name, idx) in enumerate(picks.items())
+    }  # fmt: skip
     ext = extractor(str(data))
     result: dict[str, Any] = {
         "budget": args.budget, "n": n, "dataset": {"path": str(data), "fingerprint": dataset.fingerprint,
         "splits": {s: len(dataset.split(s).images) for s in dataset.split_names}},
         "evaluator": {**ext.describe(), **{k: v for k, v in getattr(ext, "info", {}).items()
                                            if isinstance(v, int | float | str)}},
-        "control": control, "models": {},
+        "control": control, "floors": floors, "models": {},
         # the control images are the evaluator's own training data: held-out confidence is the fairer bar
         "reference_confidence": control["reference_confidence"],
     }  # fmt: skip
@@ -263,7 +278,7 @@ def run_mnist(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         result["ddim_vs_ddpm"] = attempt(
             lambda: samplers(args.work / "runs" / "ddpm-mnist", data, args, env), "ddpm"
         )
-    for rec in result["models"].values():
+    for rec in [*result["models"].values(), *floors.values()]:
         if "fid" in rec:
             rec["fid_ratio"] = rec["fid"] / control["fid"]
             rec["passes"] = passes(rec)
@@ -413,6 +428,11 @@ def mnist_section(res: dict[str, Any], header: str) -> str:
     ctrl_row = ["**real-data control** (train split)", "", "", "", ""] + [
         fmt(1.0 if key == "fid_ratio" else ctrl.get(key), spec) for _, key, spec in QUALITY_COLUMNS
     ] + ["", ""]  # fmt: skip
+    floor_rows = [
+        [f"*{name}* (n train images drawn with replacement)", "", "", "", ""]
+        + [fmt(rec.get(key), spec) for _, key, spec in QUALITY_COLUMNS] + ["", fmt(passes(rec))]
+        for name, rec in res.get("floors", {}).items()
+    ]  # fmt: skip
     parts = [
         "## MNIST: every family at a fixed training budget", "", header,
         f"- Data: `../shared/data/mnist-test` (10,000 images) ingested by `genforge data ingest` with "
@@ -426,7 +446,7 @@ def mnist_section(res: dict[str, Any], header: str) -> str:
         "images with the same evaluator; the control is n train images, so FID / control compares equal n.",
         "- confidence: mean over samples of the evaluator's max softmax probability (`classifier_confidence` "
         "in `genforge eval`'s metrics.json). Conditional models are "
-        "sampled with labels cycling through the classes; cond. accuracy is the evaluator's accuracy on them. "
+        "sampled with labels in the training split's class proportions; cond. accuracy is the evaluator's accuracy on them. "
         "The control's images are the evaluator's own training images, so its confidence is optimistic: on the "
         f"held-out val images the evaluator's confidence is {fmt(res['reference_confidence'], '.3f')}. An "
         "evaluator can also be confidently wrong on images unlike any digit, so confidence only means "
@@ -436,7 +456,12 @@ def mnist_section(res: dict[str, Any], header: str) -> str:
         "default DDIM steps with classifier-free guidance (two network passes per step).",
         "- copy rate: the memorisation audit's share of samples closer (evaluator features) to a training "
         "image than 99% of val images are; ~0.01 for a model that generalises.",
-        "", table(["model"] + [c[0] for c in cols] + ["copy rate", "passes the goal"], rows + [ctrl_row]), "",
+        "- The *memoriser* rows are real training images drawn at random with replacement, in the data's "
+        "class mix and in a uniform one: what a model that reproduced its training set would score, and the "
+        "cost of ignoring class frequencies. Conditional models are sampled in the training data's class "
+        "proportions (`Pipeline.class_labels`).",
+        "", table(["model"] + [c[0] for c in cols] + ["copy rate", "passes the goal"],
+                  rows + [ctrl_row] + floor_rows), "",
     ]  # fmt: skip
     if "best" in res:
         best = res["models"][res["best"]]

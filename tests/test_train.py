@@ -346,3 +346,33 @@ def test_every_family_trains_under_bf16_autocast(tmp_path, name):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [v for r in records for k, v in r.items() if k.endswith("/loss")]
     assert losses and all(np.isfinite(losses))
+
+
+def test_run_records_the_class_mix_it_trained_on(tmp_path, dataset):
+    _train(tmp_path / "run", dataset, steps=1)
+    info = json.loads((tmp_path / "run" / "model.json").read_text())["dataset"]
+    counts = np.bincount(np.load(dataset / "train" / "labels.npy"), minlength=2).tolist()
+    assert info["split"] == "train" and info["class_counts"] == counts and counts[0] != counts[1]
+
+
+def test_conditional_labels_follow_the_training_class_mix():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from genforge.models.pipeline import Pipeline, interleaved_quotas
+
+    model = SimpleNamespace(conditional=True, config=SimpleNamespace(num_classes=3))
+    pipe = Pipeline(model=model, info={"dataset": {"class_counts": [50, 30, 20]}}, path=Path("."))
+    assert np.bincount(pipe.class_labels(10)).tolist() == [5, 3, 2]
+    assert pipe.class_labels(10).tolist() == [0, 1, 2, 0, 0, 1, 0, 2, 1, 0]  # spread, not blocks
+    older = Pipeline(model=model, info={"dataset": {}}, path=Path("."))  # a run without counts: uniform
+    assert older.class_labels(6).tolist() == [0, 1, 2, 0, 1, 2]
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 999, 5000):
+        weights = rng.dirichlet(np.ones(10))
+        labels = interleaved_quotas(weights, n)
+        quotas = np.bincount(labels, minlength=10)
+        assert quotas.sum() == n and np.all(np.abs(quotas - n * weights) < 1)
+        if n >= 999:  # every half of the sequence holds about half of each class
+            half = np.bincount(labels[: n // 2], minlength=10)
+            assert np.all(np.abs(half - quotas / 2) <= 1)

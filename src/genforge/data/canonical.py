@@ -136,6 +136,11 @@ class Split:
     def has_labels(self) -> bool:
         return bool(len(self)) and bool((self.labels >= 0).all())
 
+    @property
+    def class_counts(self) -> list[int]:
+        """Labelled images per class (the manifest's record, written with the split)."""
+        return [int(c) for c in self.meta["class_counts"]]
+
     @cached_property
     def index(self) -> dict[str, list[str]]:
         return json.loads((self.root / self.name / "index.json").read_text())

@@ -93,7 +93,7 @@ def generate_from_run(run_dir: Path, n: int, seed: int) -> Samples:
     if getattr(pipe.model, "task", "generate") != "generate":
         raise GenforgeError(f"{run_dir}: model {pipe.name!r} restores images rather than generating them; "
                             "evaluate its outputs as a samples .npz")  # fmt: skip
-    labels = (np.arange(n) % pipe.num_classes).astype(np.int64) if pipe.conditional else None
+    labels = pipe.class_labels(n) if pipe.conditional else None
     chunks = []
     # chunked so memory stays bounded; chunk i uses seed + i, so the set depends only on (n, seed)
     for i, start in enumerate(range(0, n, GENERATE_CHUNK)):

@@ -461,10 +461,16 @@ class Trainer:
             self._log.add_image("samples", make_grid(images), self.step)
         return path
 
+    def _dataset_info(self) -> dict[str, Any]:
+        # the class frequencies the model saw: conditional sampling for evaluation draws labels
+        # in these proportions (models/pipeline.py `class_labels`)
+        split = self.dataset.split(self.config.split)
+        return {**self.dataset.describe(), "split": split.name, "class_counts": split.class_counts}
+
     def save_final(self) -> None:
         use_ema = self.ema is not None and self.config.final_weights == "ema"
         info = {
-            "dataset": self.dataset.describe(),
+            "dataset": self._dataset_info(),
             "step": self.step,
             "images": self.images_seen,
             "ema": use_ema,
@@ -484,7 +490,7 @@ class Trainer:
                 "model_config": to_dict(self.model.config),
                 "train": to_dict(self.config),
                 "augment": to_dict(self.augment_config) if self.augment_config is not None else None,
-                "dataset": self.dataset.describe(),
+                "dataset": self._dataset_info(),
                 "world_size": self.ctx.world_size,
                 "device": str(self.device),
                 "precision": self.precision.name,
