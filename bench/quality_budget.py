@@ -250,10 +250,11 @@ def run_mnist(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     picks = {
         "memoriser": rng.choice(len(train_labels), n, replace=True),
-        "memoriser, uniform classes": np.concatenate([
+        # shuffled: the classifier score averages over splits of the sample order, as Inception Score does
+        "memoriser, uniform classes": rng.permutation(np.concatenate([
             rng.choice(np.flatnonzero(train_labels == k), size, replace=True)
             for k, size in enumerate(np.bincount(np.arange(n) % (train_labels.max() + 1)))
-        ]),
+        ])),
     }  # fmt: skip
     floors = {
         name: score(np.asarray(train_split.images)[idx], train_labels[idx], f"floor-{i}-mnist", data, args, env,
