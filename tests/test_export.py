@@ -90,7 +90,8 @@ def test_toy_onnx_matches_torch(tmp_path, name, config):
         ("cgan", {"num_classes": 3, "g_widths": [32, 16, 8], "d_widths": [8, 16], "latent_dim": 8}),
         ("vae", {"latent_dim": 4}),
         ("dae", {}),
-        # ddpm's denoiser: test_onnx_diffusion_sampler_reproduces_ddim
+        # 14 px in 2x2 patches runs at 7 -> 4 -> 2: the decoder crops 8 -> 7 (the sampler: test below)
+        ("ddpm", {"image_size": 14, "base_channels": 8, "timesteps": 50, "num_classes": 2}),
     ],
 )
 def test_family_onnx_matches_torch(tmp_path, name, config):
