@@ -4,7 +4,7 @@
 
 Each SETTING is a JSON object of `model.sample` options, e.g. '{}' (the run's defaults),
 '{"guidance": 3.0}', '{"steps": 100}', '{"sampler": "ddpm"}'. Per setting: n images with labels
-cycling through the classes (chunks of 100, seed + chunk index, as in bench/quality_budget.py),
+in the training data's class mix (chunks of 100, seed + chunk index, as in bench/quality_budget.py),
 scored by `genforge eval` against DATASET_DIR's val split without the memorisation audit. Prints
 one JSON line per setting. Samples and logs go to --work (default: a new temp dir).
 """

@@ -240,7 +240,8 @@ def run_mnist(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     dataset = open_dataset(data)
     train_split = dataset.split("train")
     n = args.n or len(train_split.images)
-    real = np.asarray(train_split.images[:n])
+    train_images = np.asarray(train_split.images)
+    real = train_images[:n]
     print(f"MNIST: train {len(train_split.images)}, val {len(dataset.split('val').images)}; scoring n = {n}")
     train_labels = np.asarray(train_split.labels)
     control = score(real, train_labels[:n], "control-mnist", data, args, env, memorisation=False)
@@ -257,8 +258,7 @@ def run_mnist(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         ])),
     }  # fmt: skip
     floors = {
-        name: score(np.asarray(train_split.images)[idx], train_labels[idx], f"floor-{i}-mnist", data, args, env,
-                    memorisation=False)
+        name: score(train_images[idx], train_labels[idx], f"floor-{i}-mnist", data, args, env, memorisation=False)
         for i, (name, idx) in enumerate(picks.items())
     }  # fmt: skip
     ext = extractor(str(data))

@@ -134,7 +134,7 @@ def test_evaluator_train_prints_heldout_accuracy(env) -> None:
 
 
 class FakeTrainer:
-    """What EvalCallback uses of the trainer: dataset, device, ema_weights, sample_labels, log_metrics."""
+    """What EvalCallback uses of the trainer: dataset, device, ema_weights, eval_labels, log_metrics."""
 
     def __init__(self, dataset, model):
         import contextlib
@@ -143,7 +143,7 @@ class FakeTrainer:
         self.logged: list[tuple[int, dict]] = []
         self.ema_weights = lambda: contextlib.nullcontext(model)
 
-    def sample_labels(self, n):
+    def eval_labels(self, n):
         return None
 
     def log_metrics(self, step, values):

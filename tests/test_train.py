@@ -376,3 +376,15 @@ def test_conditional_labels_follow_the_training_class_mix():
         if n >= 999:  # every half of the sequence holds about half of each class
             half = np.bincount(labels[: n // 2], minlength=10)
             assert np.all(np.abs(half - quotas / 2) <= 1)
+
+
+def test_in_training_evaluation_samples_the_class_mix(tmp_path, dataset):
+    from genforge.models.pipeline import load_pipeline
+
+    trainer, _ = _train(tmp_path / "run", dataset, model="cvae", steps=1, sets=["model.num_classes=2"])
+    counts = np.bincount(np.load(dataset / "train" / "labels.npy"), minlength=2)
+    labels = trainer.eval_labels(64).numpy()
+    assert np.abs(np.bincount(labels, minlength=2) - 64 * counts / counts.sum()).max() < 1
+    # the same labels `genforge eval` asks a finished run for; the grids keep cycling classes
+    assert np.array_equal(labels, load_pipeline(tmp_path / "run").class_labels(64))
+    assert trainer.sample_labels(4).tolist() == [0, 1, 0, 1]

@@ -57,7 +57,7 @@ class EvalCallback(Callback):
     def sample(self, trainer: Any) -> tuple[np.ndarray, np.ndarray | None]:
         from genforge.models.pipeline import to_uint8
 
-        labels = trainer.sample_labels(self.n)
+        labels = trainer.eval_labels(self.n)
         chunks = []
         with torch.no_grad(), trainer.ema_weights() as model:
             gen = torch.Generator(device=trainer.device).manual_seed(self.seed)

@@ -52,6 +52,20 @@ def interleaved_quotas(weights: np.ndarray, n: int) -> np.ndarray:
     return classes[np.lexsort((classes, position))].astype(np.int64)
 
 
+def class_mix_labels(class_counts: list[int] | None, num_classes: int, n: int) -> np.ndarray:
+    """n labels for scoring a conditional model: in the proportions of the classes it trained on
+    (`class_counts`; uniform when absent), interleaved.
+
+    A conditional model samples p(x | y); its samples follow the data only when y does. A fixed
+    quota per class (largest remainder, no random draw) keeps the class mix exact at every n. The
+    class mix alone moves FID: MNIST training images redrawn in their own class mix score 0.37
+    against val, in a uniform mix 0.83 (bench/results/quality.md)."""
+    counts = np.asarray(class_counts or [], dtype=np.float64)
+    if counts.shape != (num_classes,) or counts.sum() <= 0:
+        counts = np.ones(num_classes)
+    return interleaved_quotas(counts / counts.sum(), n)
+
+
 def save_model(model: GenerativeModel, name: str, directory: str | Path, info: dict[str, Any]) -> None:
     """Write model.safetensors + model.json into `directory`, each atomically."""
     directory = Path(directory)
@@ -80,17 +94,8 @@ class Pipeline:
         return int(getattr(self.model.config, "num_classes", 0) or 0)
 
     def class_labels(self, n: int) -> np.ndarray:
-        """n labels in the proportions of the training data's classes, interleaved (uniform for
-        runs that did not record them).
-
-        A conditional model samples p(x | y); its samples follow the data only when y does. A
-        fixed quota per class (largest remainder, no random draw) keeps the class mix exact at
-        every n. The class mix alone moves FID: MNIST training images redrawn in their own class
-        mix score 0.37 against val, in a uniform mix 0.83 (bench/results/quality.md)."""
-        counts = np.asarray(self.info.get("dataset", {}).get("class_counts") or [], dtype=np.float64)
-        if counts.shape != (self.num_classes,) or counts.sum() <= 0:
-            counts = np.ones(self.num_classes)
-        return interleaved_quotas(counts / counts.sum(), n)
+        """n labels in the training data's class mix (`class_mix_labels`), as evaluation samples."""
+        return class_mix_labels(self.info.get("dataset", {}).get("class_counts"), self.num_classes, n)
 
     @torch.no_grad()
     def generate(

@@ -27,7 +27,7 @@ from genforge.core.host_memory import retain_freed_memory
 from genforge.data.canonical import CanonicalDataset
 from genforge.data.loader import BatchLoader, to_float
 from genforge.models.base import Batch, GenerativeModel, ModelOutput
-from genforge.models.pipeline import save_model, to_uint8
+from genforge.models.pipeline import class_mix_labels, save_model, to_uint8
 from genforge.models.registry import MODELS
 from genforge.train import checkpoint as ckpt
 from genforge.train import distributed as dist
@@ -441,11 +441,23 @@ class Trainer:
             finally:
                 self.model.train(was_training)
 
-    def sample_labels(self, n: int) -> torch.Tensor | None:
+    def _conditional_classes(self) -> int:
         classes = int(getattr(self.model.config, "num_classes", 0) or 0)
-        if not (classes and getattr(self.model, "conditional", False)):
+        return classes if getattr(self.model, "conditional", False) else 0
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        """Labels for the sample grids: 0, 1, 2, ... cycling, so every class shows."""
+        classes = self._conditional_classes()
+        return torch.arange(n, device=self.device) % classes if classes else None
+
+    def eval_labels(self, n: int) -> torch.Tensor | None:
+        """Labels for scoring samples during training: the training split's class mix, as
+        `genforge eval` samples a finished run (models/pipeline.py `class_mix_labels`)."""
+        classes = self._conditional_classes()
+        if not classes:
             return None
-        return torch.arange(n, device=self.device) % classes
+        counts = self.dataset.split(self.config.split).class_counts
+        return torch.from_numpy(class_mix_labels(counts, classes, n)).to(self.device)
 
     def write_samples(self) -> Path | None:
         """A grid of samples from fixed noise (EMA weights) into samples/step-NNNNNNN.png."""
@@ -463,7 +475,7 @@ class Trainer:
 
     def _dataset_info(self) -> dict[str, Any]:
         # the class frequencies the model saw: conditional sampling for evaluation draws labels
-        # in these proportions (models/pipeline.py `class_labels`)
+        # in these proportions (models/pipeline.py `class_mix_labels`)
         split = self.dataset.split(self.config.split)
         return {**self.dataset.describe(), "split": split.name, "class_counts": split.class_counts}
 

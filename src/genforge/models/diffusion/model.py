@@ -17,7 +17,7 @@ from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
 from genforge.models.diffusion.samplers import SAMPLERS, guide, sample_loop
 from genforge.models.diffusion.schedule import PREDICTIONS, SCHEDULES, make_schedule, q_sample
-from genforge.models.diffusion.unet import UNet
+from genforge.models.diffusion.unet import UNet, level_sizes
 
 
 @dataclass
@@ -73,9 +73,7 @@ def default_unet(image_size: int) -> dict[str, Any]:
     lowest resolution. bench/results/diffusion.md measures the choice."""
     patch = 2
     mults = (1, 2, 2) if image_size < 48 else (1, 2, 4, 4)
-    lowest = -(-image_size // patch)
-    for _ in mults[1:]:
-        lowest = -(-lowest // 2)
+    lowest = level_sizes(image_size, patch, len(mults))[-1]
     return {"base_channels": 32, "channel_mults": mults, "patch_size": patch, "attention_resolutions": (lowest,)}
 
 

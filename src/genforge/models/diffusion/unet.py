@@ -36,6 +36,15 @@ def _groups(channels: int) -> int:
     return math.gcd(channels, 8)
 
 
+def level_sizes(image_size: int, patch_size: int, levels: int) -> list[int]:
+    """Feature-map size per level: the image padded to a multiple of the patch, in patches, then
+    halved per level with odd sizes rounding up (what a stride-2, padding-1 convolution gives)."""
+    sizes = [-(-image_size // patch_size)]
+    for _ in range(levels - 1):
+        sizes.append(-(-sizes[-1] // 2))
+    return sizes
+
+
 class GroupNorm(nn.GroupNorm):
     """GroupNorm computed in fp32: under CPU bf16 autocast PyTorch runs it on bf16 input, and on
     channels-last bf16 its kernel is ~7x slower than on fp32 (bench/results/diffusion.md)."""
@@ -142,9 +151,7 @@ class UNet(nn.Module):
         # one extra row: the "null" class, i.e. no label (classifier-free guidance)
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         widths = [base_channels * m for m in channel_mults]
-        sizes = [padded // patch_size]
-        for _ in widths[1:]:
-            sizes.append(-(-sizes[-1] // 2))
+        sizes = level_sizes(image_size, patch_size, len(widths))
         # per decoder level: the skip's size when upsampling the level below overshoots it
         self.crops = [s if 2 * -(-s // 2) != s else 0 for s in reversed(sizes)]
         attn = set(attention_resolutions)
