@@ -21,6 +21,8 @@ import numpy as np
 from genforge.core.atomic import write_json
 from genforge.core.errors import DataError
 from genforge.core.hashing import hash_array, hash_json
+from genforge.core.modality import DEFAULT as DEFAULT_MODALITY
+from genforge.core.modality import lookup, modality_registry
 
 FORMAT_VERSION = 1
 SHARD_MAX_BYTES = 1 << 30
@@ -79,6 +81,7 @@ def write_dataset(
     manifest = {
         "format": "genforge-canonical",
         "format_version": FORMAT_VERSION,
+        "modality": "image",
         "image_shape": image_shape,
         "class_names": class_names,
         "num_classes": len(class_names or []),
@@ -146,20 +149,31 @@ class Split:
         return json.loads((self.root / self.name / "index.json").read_text())
 
 
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """DATASET/manifest.json, checked to be a genforge canonical dataset's."""
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise DataError(
+            f"{path}: not a genforge dataset (no manifest.json); create one with `genforge data ingest`"
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{mpath}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "genforge-canonical":
+        raise DataError(f"{mpath}: field 'format' must be 'genforge-canonical'")
+    return manifest
+
+
 class CanonicalDataset:
-    def __init__(self, path: str | Path):
+    """An image dataset: uint8 (N,H,W,C) shards per split."""
+
+    modality = "image"
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any] | None = None):
         self.path = Path(path)
-        mpath = self.path / "manifest.json"
-        if not mpath.is_file():
-            raise DataError(
-                f"{self.path}: not a genforge dataset (no manifest.json); create one with `genforge data ingest`"
-            )
-        try:
-            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{mpath}: not valid JSON ({exc})") from None
-        if self.manifest.get("format") != "genforge-canonical":
-            raise DataError(f"{mpath}: field 'format' must be 'genforge-canonical'")
+        self.manifest: dict[str, Any] = manifest if manifest is not None else read_manifest(self.path)
         self._splits = {name: Split(self.path, name, meta) for name, meta in self.manifest["splits"].items()}
 
     @property
@@ -200,9 +214,15 @@ class CanonicalDataset:
                 return self._splits[name]
         raise DataError(f"{self.path}: no held-out split (val or test)")
 
+    def model_fields(self) -> dict[str, Any]:
+        """The model config fields this data fixes (a family's `default_config` takes them)."""
+        h, _w, c = self.image_shape
+        return {"image_size": h, "channels": c}
+
     def describe(self) -> dict[str, Any]:
         return {
             "path": str(self.path.resolve()),
+            "modality": self.modality,
             "fingerprint": self.fingerprint,
             "image_shape": list(self.image_shape),
             "num_classes": self.num_classes,
@@ -210,5 +230,17 @@ class CanonicalDataset:
         }
 
 
-def open_dataset(path: str | Path) -> CanonicalDataset:
-    return CanonicalDataset(path)
+# modality -> dataset reader class, constructed as cls(path, manifest)
+DATASETS = modality_registry("dataset reader")
+DATASETS.register("image", CanonicalDataset)
+
+
+def open_dataset(path: str | Path) -> Any:
+    """The canonical dataset at `path`, read by its modality's reader (`manifest.modality`)."""
+    manifest = read_manifest(path)
+    modality = manifest.get("modality", DEFAULT_MODALITY)
+    try:
+        reader = lookup(DATASETS, modality, "genforge.data.modalities")
+    except ValueError as exc:
+        raise DataError(f"{Path(path) / 'manifest.json'}: field 'modality': {exc}") from None
+    return reader(path, manifest)

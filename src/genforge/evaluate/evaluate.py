@@ -19,7 +19,9 @@ import numpy as np
 from genforge.core.atomic import write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import ConfigError, DataError, GenforgeError
-from genforge.data.canonical import CanonicalDataset, open_dataset
+from genforge.core.modality import DEFAULT as DEFAULT_MODALITY
+from genforge.core.modality import lookup, modality_registry
+from genforge.data.canonical import CanonicalDataset, open_dataset, read_manifest
 from genforge.evaluate.extractors.base import FeatureExtractor, build_extractor, default_extractor
 from genforge.evaluate.memorisation import AuditConfig, audit, save_pairs
 from genforge.evaluate.metrics.base import METRICS, EvalInputs, FeatureSet
@@ -158,10 +160,23 @@ def check_shapes(samples: np.ndarray, dataset: CanonicalDataset, extractor: Feat
     return [msg]
 
 
+# modality -> fn(target, ref, config, out) -> metrics dict (written to out or the default path)
+EVALUATIONS = modality_registry("evaluation")
+
+
 def evaluate(target: str | Path, ref: str | Path, config: EvalConfig | None = None,
              out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """Evaluate `target` (run dir or samples .npz) against dataset `ref`; write and return metrics.json."""
-    config = config or EvalConfig()
+    """Evaluate `target` (a run dir or samples file) against dataset `ref` with the evaluation of
+    the dataset's modality; write and return metrics.json."""
+    modality = read_manifest(ref).get("modality", DEFAULT_MODALITY)
+    run = lookup(EVALUATIONS, modality, "genforge.evaluate.modalities")
+    return run(target, ref, config or EvalConfig(), out)
+
+
+@EVALUATIONS.register("image")
+def evaluate_images(target: str | Path, ref: str | Path, config: EvalConfig,
+                    out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Images: samples (run dir or .npz) -> features -> FID/KID/PRDC/... and the memorisation audit."""
     restorer = _restoration_model(target)
     if restorer is not None:
         from genforge.evaluate.restoration import evaluate_restoration

@@ -15,10 +15,34 @@ import torch
 from torch import nn
 
 
-@dataclass
 class Batch:
-    images: torch.Tensor  # float (B, C, H, W) in [-1, 1]
-    labels: torch.Tensor | None = None  # int64 (B,) or None
+    """One training batch: the modality's representation in `data` and optional class labels.
+
+    images: float (B, C, H, W) in [-1, 1] (also readable as `batch.images`); text: int64 token
+    ids (B, T+1), inputs `[:, :-1]`, targets `[:, 1:]`. `labels`: int64 (B,) or None.
+    """
+
+    __slots__ = ("data", "labels")
+
+    def __init__(
+        self,
+        data: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        images: torch.Tensor | None = None,
+    ):
+        if (data is None) == (images is None):
+            raise TypeError("Batch takes its data either positionally or as images=, exactly once")
+        self.data = data if data is not None else images
+        self.labels = labels
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.data
+
+    def __repr__(self) -> str:
+        shape = tuple(self.data.shape)
+        return f"Batch(data={self.data.dtype} {shape}, labels={None if self.labels is None else tuple(self.labels.shape)})"
 
 
 @dataclass
@@ -55,6 +79,8 @@ class GenerativeModel(nn.Module):
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    # the kind of data the model is trained on and generates (core/modality.py)
+    modality: ClassVar[str] = "image"
     # submodules whose exponential moving average is kept and used for sampling
     ema_modules: ClassVar[tuple[str, ...]] = ()
     # True when `sample` accepts class labels
@@ -73,6 +99,8 @@ class GenerativeModel(nn.Module):
 
         Every image model's config has `image_size`, `channels` and `num_classes` (0 =
         unconditional) fields; families override this to pick widths/depths per image size.
+        The trainer passes the fields the dataset fixes (`dataset.model_fields()`); families of
+        other modalities declare their own (e.g. `vocab_size` for text).
         """
         from genforge.core.config import from_dict
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from genforge.core.atomic import atomic_path, write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import GenforgeError
+from genforge.core.modality import lookup, modality_registry
 from genforge.models.base import GenerativeModel
 from genforge.models.registry import MODELS, build_model
 
@@ -72,7 +73,16 @@ def save_model(model: GenerativeModel, name: str, directory: str | Path, info: d
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / MODEL_WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    write_json(directory / MODEL_JSON, {"model": name, "family": model.family, "config": to_dict(model.config), **info})
+    write_json(
+        directory / MODEL_JSON,
+        {
+            "model": name,
+            "family": model.family,
+            "modality": model.modality,
+            "config": to_dict(model.config),
+            **info,
+        },
+    )
 
 
 @dataclass
@@ -84,6 +94,10 @@ class Pipeline:
     @property
     def name(self) -> str:
         return self.info["model"]
+
+    @property
+    def modality(self) -> str:
+        return self.model.modality
 
     @property
     def conditional(self) -> bool:
@@ -136,4 +150,11 @@ def load_pipeline(run_dir: str | Path, device: str = "cpu") -> Pipeline:
         raise GenforgeError(f"{run_dir / MODEL_WEIGHTS}: cannot read weights ({exc})") from None
     model.load_state_dict(state)
     model.to(device).eval()
-    return Pipeline(model=model, info=info, path=run_dir)
+    cls = lookup(PIPELINES, model.modality, "genforge.models.zoo")
+    return cls(model=model, info=info, path=run_dir)
+
+
+# modality -> inference pipeline class, constructed as cls(model=, info=, path=); every
+# pipeline has `name`, `modality`, `conditional`, `num_classes`, `info` and `path`
+PIPELINES = modality_registry("inference pipeline")
+PIPELINES.register("image", Pipeline)

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from genforge.core.config import from_dict
+from genforge.core.modality import check_name
 from genforge.core.registry import Registry
 from genforge.models.base import GenerativeModel
 
@@ -15,6 +16,7 @@ def _validate(name: str, cls: Any) -> None:
         raise TypeError(f"model {name!r} must be a GenerativeModel subclass")
     if not dataclasses.is_dataclass(cls.config_class):
         raise TypeError(f"model {name!r}: config_class must be a dataclass")
+    check_name(cls.modality)
 
 
 MODELS: Registry[type[GenerativeModel]] = Registry("model", _validate)

@@ -1,6 +1,6 @@
 """From command-line options to a configured `Trainer`: layered configs and resume checks.
 
-Config layers, later wins: the family's defaults for the dataset's image shape (or, on resume,
+Config layers, later wins: the family's defaults for the dataset's shape (or, on resume,
 the run's saved config), the YAML/JSON file's `model:`/`train:`/`augment:` sections, `--set
 section.key=value` items, then the explicit flags (--steps, --batch-size, ...).
 """
@@ -92,15 +92,18 @@ def model_config(
     where = f"model {model_name}"
     if base is not None:
         return from_dict(cls.config_class, merge(base, overrides), where=where)
-    h, _w, c = dataset.image_shape
+    if cls.modality != dataset.modality:
+        raise ConfigError(
+            f"model {model_name!r} is a {cls.modality} model but {dataset.path} is a {dataset.modality} dataset"
+        )
     fields = dict(overrides)
     if conditional and "num_classes" not in fields:
         if not dataset.num_classes:
             raise ConfigError(f"--conditional: dataset {dataset.path} has no classes")
         fields["num_classes"] = dataset.num_classes
     # explicit values win over the dataset's (the trainer then reports any mismatch with the data)
-    h, c, num_classes = fields.pop("image_size", h), fields.pop("channels", c), fields.pop("num_classes", 0)
-    return cls.default_config(image_size=h, channels=c, num_classes=num_classes, **fields)
+    data_fields = {k: fields.pop(k, v) for k, v in dataset.model_fields().items()}
+    return cls.default_config(**data_fields, num_classes=fields.pop("num_classes", 0), **fields)
 
 
 def ensure_models_registered(model_name: str) -> None:

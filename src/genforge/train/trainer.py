@@ -24,10 +24,8 @@ from genforge.core.atomic import write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.core.host_memory import retain_freed_memory
-from genforge.data.canonical import CanonicalDataset
-from genforge.data.loader import BatchLoader, to_float
 from genforge.models.base import Batch, GenerativeModel, ModelOutput
-from genforge.models.pipeline import class_mix_labels, save_model, to_uint8
+from genforge.models.pipeline import class_mix_labels, save_model
 from genforge.models.registry import MODELS
 from genforge.train import checkpoint as ckpt
 from genforge.train import distributed as dist
@@ -38,8 +36,8 @@ from genforge.train.ema import EMA
 from genforge.train.guard import DivergenceGuard
 from genforge.train.logs import MetricsLog, Progress
 from genforge.train.optim import build_optimizer
+from genforge.train.feeds import feed_for
 from genforge.train.precision import resolve_device, resolve_precision
-from genforge.train.samples import make_grid, write_grid
 
 RUN_JSON = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -64,7 +62,7 @@ class Trainer:
         model_name: str,
         model_config: Any,
         config: TrainConfig,
-        dataset: CanonicalDataset,
+        dataset: Any,  # a canonical dataset of any modality (data.canonical.open_dataset)
         run_dir: str | Path,
         *,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
@@ -105,7 +103,14 @@ class Trainer:
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         dist.broadcast_module(self.ctx, self.model)
+        # CPU generators: the augmentation draws on the generator's device and moves the numbers,
+        # and a CPU stream gives the same draws whatever device trains
+        self.augment_generator = torch.Generator().manual_seed(config.seed + 7919 * self.ctx.rank)
         self._check_data_fits_model()
+        # the modality's part: batches, resumable position, sample writing (train/feeds/)
+        self.feed = feed_for(dataset.modality)(self)
+        self.feed.check_fits(self.model)
+        self.loader = getattr(self.feed, "loader", self.feed)
 
         self.phases = self._build_phases()
         self._units = self._group_units()
@@ -114,17 +119,6 @@ class Trainer:
             if config.ema and self.model.ema_modules
             else None
         )
-        self.loader = BatchLoader.from_split(
-            dataset.split(config.split),
-            batch_size=config.batch_size // self.ctx.world_size,
-            seed=config.seed,
-            rank=self.ctx.rank,
-            world_size=self.ctx.world_size,
-        )
-        self._labelled = dataset.split(config.split).has_labels
-        # CPU generators: the augmentation draws on the generator's device and moves the numbers,
-        # and a CPU stream gives the same draws whatever device trains
-        self.augment_generator = torch.Generator().manual_seed(config.seed + 7919 * self.ctx.rank)
         self.guard = DivergenceGuard(config.guard_lr_factor, config.guard_max_retries)
         self.budget = Budget(
             config.steps,
@@ -149,18 +143,12 @@ class Trainer:
         random.seed(seed)
 
     def _check_data_fits_model(self) -> None:
-        h, w, c = self.dataset.image_shape
-        cfg = self.model.config
-        expected = {"image_size": h, "channels": c}
-        for field, value in expected.items():
-            if hasattr(cfg, field) and getattr(cfg, field) != value:
-                raise ConfigError(
-                    f"model.{field} is {getattr(cfg, field)} but the dataset {self.dataset.path} has {field} {value}"
-                )
-        if h != w and hasattr(cfg, "image_size"):
+        if self.model.modality != self.dataset.modality:
             raise ConfigError(
-                f"dataset {self.dataset.path}: images are {h}x{w}; the models need square images"
+                f"model {self.model_name!r} is a {self.model.modality} model but {self.dataset.path} "
+                f"is a {self.dataset.modality} dataset"
             )
+        cfg = self.model.config
         classes = int(getattr(cfg, "num_classes", 0) or 0)
         if classes:
             split = self.dataset.split(self.config.split)
@@ -237,15 +225,9 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def _next_batch(self) -> Batch:
-        raw = next(self.loader)
+        # `images` counts training items of any modality (images, clips, token sequences)
         self.images_seen += self.config.batch_size
-        images = to_float(raw.images, self.device)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if self.augment is not None:
-            images = self.augment(images, self.augment_generator)
-        labels = raw.labels.to(self.device, non_blocking=True) if self._labelled else None
-        return Batch(images, labels)
+        return self.feed.next_batch()
 
     def _train_step(self, step: int) -> None:
         batch = self._next_batch()
@@ -464,14 +446,11 @@ class Trainer:
         if self.model.task == "encode":  # encoders (simclr) produce embeddings, not images
             return None
         n = self.config.sample_count
+        stem = self.run_dir / "samples" / ckpt.step_dir_name(self.step)
         with ckpt.preserved_rng(), self.ema_weights() as model:
-            gen = torch.Generator().manual_seed(self.config.sample_seed)  # as Pipeline.generate draws
-            images = to_uint8(model.sample(n, generator=gen, labels=self.sample_labels(n)))
-        path = self.run_dir / "samples" / f"{ckpt.step_dir_name(self.step)}.png"
-        write_grid(path, images)
-        if self._log is not None:
-            self._log.add_image("samples", make_grid(images), self.step)
-        return path
+            return self.feed.write_samples(
+                model, stem, self._log, self.step, n=n, seed=self.config.sample_seed, labels=self.sample_labels(n)
+            )
 
     def _dataset_info(self) -> dict[str, Any]:
         # the class frequencies the model saw: conditional sampling for evaluation draws labels
@@ -548,7 +527,7 @@ class Trainer:
             "step": self.step,
             "images": self.images_seen,
             "elapsed": self.elapsed() if hasattr(self, "_t0") else self.elapsed_before,
-            "loader": self.loader.state_dict(),
+            "loader": self.feed.state_dict(),
             "rng": dist.all_gather_json(self.ctx, rng),
             "optimizers": optimizers,
             "scalers": scalers,
@@ -576,7 +555,7 @@ class Trainer:
                 ph.scaler.load_state_dict(meta["scalers"][ph.name])
         self.step, self.images_seen = int(meta["step"]), int(meta["images"])
         self.elapsed_before = float(meta["elapsed"])
-        self.loader.load_state_dict(meta["loader"])
+        self.feed.load_state_dict(meta["loader"])
         ranks = meta["rng"]
         rng = ranks[self.ctx.rank] if self.ctx.rank < len(ranks) else None
         if rng is not None:

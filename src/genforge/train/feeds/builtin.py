@@ -1,0 +1,3 @@
+"""Importing this registers the feeds of the shipped modalities."""
+
+from genforge.train.feeds import image  # noqa: F401
