@@ -297,6 +297,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_run_json()
+            self.feed.write_run_files(self.run_dir)
             self._log = MetricsLog(
                 self.run_dir, self.config.tensorboard, resume_step=self.step if resume else None
             )

@@ -24,6 +24,10 @@ class Feed:
     def __init__(self, trainer: Any):
         raise NotImplementedError
 
+    def write_run_files(self, run_dir: Path) -> None:
+        """Write what a run of this modality needs beside its weights to be used on its own
+        (e.g. the text dataset's tokenizer); called once the run directory exists."""
+
     def check_fits(self, model: Any) -> None:
         """Raise ConfigError when the model's config does not match the data."""
 
