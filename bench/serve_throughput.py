@@ -8,7 +8,11 @@ is a closed loop over raw keep-alive sockets (selectors, no HTTP library): C con
 the whole response and send the next, for a fixed duration. Its own CPU time is reported, so the
 share of the machine it took is visible. Writes a Markdown table to bench/results/deploy.md.
 
-    .venv/bin/python bench/serve_throughput.py [--seconds 6] [--clients 1 8 32 64]
+With `--compare-stacks` the two servers differ in uvicorn's HTTP parser and event loop instead
+(both micro-batching): httptools + uvloop against h11 + asyncio (`pip install -c constraints.txt
+'uvicorn[standard]'` first); the table goes to bench/results/deploy_stacks.md.
+
+    .venv/bin/python bench/serve_throughput.py [--seconds 6] [--clients 1 8 32 64] [--compare-stacks]
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ def make_run(directory: Path) -> dict:
         "latent_dim": model.config.latent_dim,
         "generator_params": sum(p.numel() for p in model.generator.parameters()),
     }
+
+
+# (name, micro-batching, `genforge serve` flags) of the two servers compared
+BATCHING_MODES = [("on", True, []), ("off", False, [])]
+STACK_MODES = [  # the candidate first: "speed-up" is its images/s over the plain stack's
+    ("httptools+uvloop", True, ["--http", "httptools", "--loop", "uvloop"]),
+    ("h11+asyncio", True, ["--http", "h11", "--loop", "asyncio"]),
+]
 
 
 def start(run: Path, batching: bool, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -225,9 +237,11 @@ def _batch_delta(before: str, after: str) -> float:
     return (read(after, "sum") - read(before, "sum")) / passes if passes else float("nan")
 
 
-def _stack() -> str:
+def _stack(compare_stacks: bool = False) -> str:
     from importlib.util import find_spec
 
+    if compare_stacks:
+        return "uvicorn httptools + uvloop against h11 + asyncio, both micro-batching"
     http = "httptools" if find_spec("httptools") else "h11"
     loop = "uvloop" if find_spec("uvloop") else "asyncio"
     return f"uvicorn {http} + {loop}"
@@ -238,16 +252,35 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--serve-args", default="", help="extra `genforge serve` flags, e.g. '--threads 2'")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "deploy.md")
+    ap.add_argument(
+        "--compare-stacks",
+        action="store_true",
+        help="compare uvicorn httptools + uvloop with h11 + asyncio (needs uvicorn[standard]) instead of "
+        "micro-batching on and off",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default bench/results/deploy.md (deploy_stacks.md)"
+    )
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "bench" / "results" / ("deploy_stacks.md" if args.compare_stacks else "deploy.md")
+    modes = STACK_MODES if args.compare_stacks else BATCHING_MODES
+    if args.compare_stacks:
+        from importlib.util import find_spec
+
+        missing = [m for m in ("httptools", "uvloop") if find_spec(m) is None]
+        if missing:
+            raise SystemExit(
+                f"--compare-stacks: {', '.join(missing)} not installed; pip install 'uvicorn[standard]'"
+            )
     extra = args.serve_args.split()
     results: dict[tuple[str, int], dict] = {}
     floor: dict[str, float] = {}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = make_run(Path(tmp))
-        for mode, batching in (("on", True), ("off", False)):
-            proc, url = start(Path(tmp), batching, extra)
+        for mode, batching, flags in modes:
+            proc, url = start(Path(tmp), batching, [*flags, *extra])
             try:
                 measure(url, 4, 1.0, 10**9)  # warm the connections and the allocator
                 floor[mode] = healthz_ms(url)
@@ -261,13 +294,18 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(60)
     ceiling = {t: pass_ms(t) for t in (1, 2)}
-    write_report(args, model, results, floor, ceiling, (load0, os.getloadavg()[0]))
+    write_report(args, model, results, floor, ceiling, (load0, os.getloadavg()[0]), [m[0] for m in modes])
 
 
-def write_report(args, model: dict, results: dict, floor: dict, ceiling: dict, load: tuple) -> None:
+def write_report(
+    args, model: dict, results: dict, floor: dict, ceiling: dict, load: tuple, modes: list[str]
+) -> None:
+    on, off = modes
     cmd = f".venv/bin/python bench/serve_throughput.py --seconds {args.seconds:g} --clients " + " ".join(
         map(str, args.clients)
     )
+    if args.compare_stacks:
+        cmd += " --compare-stacks"
     if args.serve_args:
         cmd += f" --serve-args '{args.serve_args}'"
     ceil = "; ".join(
@@ -275,31 +313,36 @@ def write_report(args, model: dict, results: dict, floor: dict, ceiling: dict, l
         + ", ".join(f"batch {b} {ms:.2f} ms ({b / ms * 1000:.0f} images/s)" for b, ms in c.items())
         for t, c in ceiling.items()
     )
+    title = (
+        "uvicorn httptools + uvloop against h11 + asyncio"
+        if args.compare_stacks
+        else "with and without micro-batching"
+    )
     lines = [
-        "# Deploy: service throughput with and without micro-batching",
+        f"# Deploy: service throughput {title}",
         "",
         f"- command: `{cmd}`",
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"- machine: {os.cpu_count()} CPUs (`nproc`: {len(os.sched_getaffinity(0))}), {cpu_model()}; "
         f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (the machine is shared with "
-        "other engineers' jobs, so absolute numbers are noisy; both modes ran in this one script, one "
+        "other engineers' jobs, so absolute numbers are noisy; both servers ran in this one script, one "
         "after the other)",
         f"- model: untrained `dcgan` 32x32x3, generator widths {model['g_widths']}, latent "
         f"{model['latent_dim']}, {model['generator_params']:,} generator parameters; server "
-        f"`genforge serve {args.serve_args or '(defaults)'}` in a subprocess ({_stack()})",
+        f"`genforge serve {args.serve_args or '(defaults)'}` in a subprocess ({_stack(args.compare_stacks)})",
         f"- pure forward pass, no service (ceiling): {ceil}",
         "- load: a separate process, closed loop over raw keep-alive sockets: C connections each send "
         f'`{{"n": 1, "seed": s, "format": "npy"}}` back to back for {args.seconds:g} s; "client CPU" is '
         "that process's CPU time over the window (100% = one core)",
-        f"- idle `GET /healthz` round trip (no model work, httpx client): {floor['on']:.1f} ms "
-        f"(batching-on server), {floor['off']:.1f} ms (batching-off server)",
+        f"- idle `GET /healthz` round trip (no model work, httpx client): {floor[on]:.1f} ms "
+        f"({on_server(on, args)}), {floor[off]:.1f} ms ({on_server(off, args)})",
         "",
-        "| clients | images/s on | images/s off | speed-up | p50 ms on | p50 ms off | p99 ms on | p99 ms off "
-        "| images per pass on | client CPU on/off | errors on/off |",
+        f"| clients | images/s {on} | images/s {off} | speed-up | p50 ms {on} | p50 ms {off} | p99 ms {on} "
+        f"| p99 ms {off} | images per pass {on} | client CPU {on}/{off} | errors {on}/{off} |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in args.clients:
-        a, b = results["on", c], results["off", c]
+        a, b = results[on, c], results[off, c]
         lines.append(
             f"| {c} | {a['images_per_s']:.0f} | {b['images_per_s']:.0f} | "
             f"{a['images_per_s'] / b['images_per_s']:.2f}x | {a['p50_ms']:.1f} | {b['p50_ms']:.1f} | "
@@ -311,6 +354,10 @@ def write_report(args, model: dict, results: dict, floor: dict, ceiling: dict, l
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n" + "".join(notes))
     print("\n".join(lines))
+
+
+def on_server(mode: str, args) -> str:
+    return f"{mode} server" if args.compare_stacks else f"batching-{mode} server"
 
 
 if __name__ == "__main__":

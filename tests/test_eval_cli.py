@@ -115,8 +115,8 @@ def test_bad_inputs_name_the_file(env) -> None:
     np.savez(bad, pictures=np.zeros((2, 4, 4, 1), np.uint8))
     with pytest.raises(DataError, match="bad.npz.*no 'images'"):
         read_npz(bad)
-    np.savez(bad, images=np.zeros((2, 4, 4, 1), np.float32))
-    with pytest.raises(DataError, match="must be uint8"):
+    np.savez(bad, images=np.full((2, 4, 4, 1), 2.0, np.float32))  # more forms: test_eval_inputs.py
+    with pytest.raises(DataError, match="bad.npz: float pixel values span"):
         read_npz(bad)
     with pytest.raises(GenforgeError, match="run directory"):
         evaluate(tmp / "nothing.txt", ds)

@@ -76,3 +76,45 @@ def test_api_key_prompt(browser, tmp_path):
             timeout=30_000,
         )
         assert page.is_visible("#metrics-empty")  # this run has no metrics.json
+
+
+def test_text_prompt_box_streams_the_completion(browser, tmp_path):
+    """A text run's page: type a prompt, press Generate, the completion streams into the page and
+    is the API's completion for the same request."""
+    import httpx
+
+    from test_serve_text import make_text_run
+
+    with serving(make_text_run(tmp_path / "text"), api_key="k3y") as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#key-field", state="visible")  # 401 on /v1/models: asks for the key
+        page.fill("#api-key", "k3y")
+        page.fill("#prompt", "JULIET:")
+        page.fill("#max-tokens", "30")
+        page.fill("#temperature", "0.8")
+        page.fill("#top-k", "5")
+        page.fill("#top-p", "0.9")
+        page.fill("#seed", "7")
+        page.click("#generate")
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('ended by')", timeout=30_000
+        )
+        shown = page.inner_text("#generated")
+        body = {
+            "prompt": "JULIET:",
+            "max_tokens": 30,
+            "temperature": 0.8,
+            "top_k": 5,
+            "top_p": 0.9,
+            "seed": 7,
+        }
+        api = httpx.post(
+            server.url + "/v1/completions", json=body, headers={"Authorization": "Bearer k3y"}
+        ).json()
+        assert shown == api["choices"][0]["text"] and len(shown) == 30
+        assert page.inner_text("#shown-prompt") == "JULIET:"
+        assert "seed 7" in page.inner_text("#status") and "context 32" in page.inner_text("#model-summary")
+        assert not errors, errors

@@ -10,10 +10,13 @@ from typer.testing import CliRunner
 from genforge.cli import app
 from genforge.core.errors import ConfigError
 from genforge.evaluate.metrics.base import output_info
+from genforge.evaluate.privacy.membership import OUTPUTS as MEMBERSHIP_OUTPUTS
+from genforge.evaluate.privacy.utility import OUTPUTS as UTILITY_OUTPUTS
 from genforge.evaluate.restoration import OUTPUTS as RESTORATION_OUTPUTS
 from genforge.models.registry import MODELS
 from genforge.scenarios.runner import check_gates, metric_value
 from genforge.scenarios.schema import Gate, load_scenario, preset_names
+from genforge.train.privacy import METRIC_KEYS as DP_VALUES
 
 EXPECTED = {"digits", "mnist", "small-color", "few-shot", "restoration", "private"}
 
@@ -27,7 +30,8 @@ def test_every_shipped_scenario_is_valid():
         assert sc.model.name in MODELS, name
         for gate in sc.evaluate.gates:
             head = gate.metric.split(".")[0]
-            known = output_info(gate.metric) is not None or gate.metric in RESTORATION_OUTPUTS or head == "memorisation"
+            others = {*RESTORATION_OUTPUTS, *UTILITY_OUTPUTS, *MEMBERSHIP_OUTPUTS, *DP_VALUES.values()}
+            known = output_info(gate.metric) is not None or gate.metric in others or head == "memorisation"
             assert known, f"{name}: gate on unknown metric {gate.metric!r}"
             assert gate.min is not None or gate.max is not None
 

@@ -6,11 +6,15 @@ from pathlib import Path
 
 import typer
 
+from genforge.core.threads import THREADS_HELP
+from genforge.core.threads import configure as configure_threads
+
 
 def ingest(
     source: str = typer.Argument(
         ...,
-        help="A source name (digits, mnist, ...) or a path: image folder, tar(.gz) archive, IDX file, .npz/.npy.",
+        help="A source name (digits, mnist, ...) or a path: image folder, tar(.gz) archive, IDX file, .npz/.npy; "
+        "text: a .txt/.md file, a folder of them, .jsonl, .csv, a tar(.gz) of text files, hf:NAME.",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Dataset directory to write (appears only when complete)."
@@ -48,18 +52,47 @@ def ingest(
         help="Min structure similarity 0..1 confirming a near pair (default 0.985).",
     ),
     dup_policy: str = typer.Option(
-        None, "--dup-policy", help="keep-first (report only, default) or drop (later copies)."
+        None,
+        "--dup-policy",
+        help="keep-first (report only) or drop (later copies); default keep-first for images, drop for text.",
     ),
     seed: int = typer.Option(None, "--seed", help="Seed of the val carve."),
+    modality: str = typer.Option(
+        "auto",
+        "--modality",
+        help="image | text | auto (text for .txt/.md/.jsonl/.csv and mostly-text folders/archives).",
+    ),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Text: char (default) or bpe (byte-level BPE)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Text: BPE vocabulary size (default 4096)."),
+    field: str = typer.Option(
+        None, "--field", help="Text: the JSONL field / HF column holding the text (default text)."
+    ),
+    column: str = typer.Option(
+        None, "--column", help="Text: the CSV column holding the text (default text)."
+    ),
+    split_by: str = typer.Option(
+        None,
+        "--split-by",
+        help="Text: document (seeded, whole documents) or position (last share of the characters, as nanoGPT); "
+        "default: position for one document, else document.",
+    ),
+    pii: bool = typer.Option(
+        None, "--pii/--no-pii", help="Text: replace e-mails, phones, IPs and card numbers (default on)."
+    ),
+    near_dup_threshold: float = typer.Option(
+        None, "--near-dup-threshold", help="Text: MinHash Jaccard threshold of near duplicates (default 0.8)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset directory."),
+    threads: int = typer.Option(
+        0, "--threads", help=THREADS_HELP + " Also caps the decode processes of the default --workers."
+    ),
 ) -> None:
     """Decode, validate, dedupe and split SOURCE into a canonical dataset, with its quality report."""
+    configure_threads(threads)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from genforge.core.config import from_dict
-    from genforge.data.process import IngestConfig
-    from genforge.data.process import ingest as run_ingest
+    from genforge.data import ingesters
     from genforge.data.process.config import parse_size
 
     options = {
@@ -75,8 +108,17 @@ def ingest(
         "near_dup_similarity": near_dup_similarity,
         "dup_policy": dup_policy,
         "seed": seed,
+        "tokenizer": tokenizer,
+        "vocab_size": vocab_size,
+        "field": field,
+        "column": column,
+        "split_by": split_by,
+        "pii": pii,
+        "near_dup_threshold": near_dup_threshold,
     }
-    cfg = from_dict(IngestConfig, {k: v for k, v in options.items() if v is not None})
+    chosen = ingesters.resolve(source, modality)
+    ingester = ingesters.get(chosen)
+    cfg = ingesters.build_config(chosen, options, source, detected=modality == "auto")
     console = Console(stderr=True)
     # no auto-refresh thread: the decode workers are then forked from a single-threaded process
     with Progress(
@@ -99,18 +141,9 @@ def ingest(
             bar.update(task, completed=read, quarantined=quarantined, rate=rate)
             bar.refresh()
 
-        result = run_ingest(source, out, cfg, overwrite=overwrite, progress=progress)
-    counts = result.manifest["counts"]
-    summary = result.report["summary"]
-    splits = ", ".join(f"{name} {n:,}" for name, n in summary["splits"].items())
-    typer.echo(
-        f"read {counts['read']:,} items: {counts['images']:,} images ({splits}), "
-        f"{counts['quarantined']:,} quarantined, {counts['duplicates_dropped']:,} duplicates dropped"
-    )
-    typer.echo(
-        f"duplicates: {summary['exact_duplicate_groups']:,} exact groups, {summary['near_duplicate_groups']:,} "
-        f"near groups, {summary['leakage_pairs']:,} leakage pairs across splits"
-    )
+        result = ingester.run(source, out, cfg, overwrite=overwrite, progress=progress)
+    for line in ingester.summary(result):
+        typer.echo(line)
     typer.echo(f"dataset: {result.path.resolve()}  (fingerprint {result.manifest['fingerprint']})")
     typer.echo(f"report:  {(result.path / 'report.html').resolve()}")
 
@@ -119,14 +152,10 @@ def report(
     dataset: Path = typer.Argument(..., help="A canonical dataset directory (from `genforge data ingest`)."),
 ) -> None:
     """(Re)write DATASET/report.json and a self-contained DATASET/report.html."""
-    from genforge.data.report import write_report
+    from genforge.data import ingesters
 
-    result = write_report(dataset)
-    s = result["summary"]
-    typer.echo(
-        f"{s['images']:,} images, {s['quarantined']:,} quarantined, {s['exact_duplicate_groups']:,} exact / "
-        f"{s['near_duplicate_groups']:,} near duplicate groups, {s['leakage_pairs']:,} leakage pairs"
-    )
+    modality, result = ingesters.write_report(dataset)
+    typer.echo(ingesters.get(modality).report_summary(result))
     typer.echo(f"report: {(dataset / 'report.html').resolve()}")
 
 

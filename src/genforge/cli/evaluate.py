@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from genforge.core.threads import THREADS_HELP
+from genforge.core.threads import configure as configure_threads
+
 evaluator_app = typer.Typer(help="Feature extractors used by the metrics (trained once per dataset, cached).",
                             no_args_is_help=True)  # fmt: skip
 
@@ -22,8 +25,10 @@ def evaluator_train(
     epochs: int = typer.Option(None, "--epochs", help="Classifier epochs."),
     steps: int = typer.Option(None, "--steps", help="Contrastive training steps."),
     retrain: bool = typer.Option(False, "--retrain", help="Train again even if a cached evaluator exists."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Train (or load from the cache) the dataset's evaluator and print its held-out accuracy."""
+    configure_threads(threads)
     from genforge.core.errors import ConfigError
     from genforge.data.canonical import open_dataset
     from genforge.evaluate.extractors.base import default_extractor
@@ -50,10 +55,15 @@ def evaluator_train(
 
 def eval_command(
     target: Path = typer.Argument(
-        ..., help="A training run directory, or a samples .npz (images uint8 NHWC, labels)."
+        ...,
+        help="A training run directory; a samples .npz (images, optional labels; or arr_0, arr_1) or .npy "
+        "with NHWC, NCHW or NHW images, uint8 or float; or a folder of image files. Text: samples as .jsonl "
+        "(a 'text' field per line) or .txt (separated by <|endoftext|> lines).",
     ),
     ref: Path = typer.Option(..., "--ref", help="Reference canonical dataset directory."),
-    n: int = typer.Option(10000, "--n", "-n", help="Samples to generate (run) or use at most (npz)."),
+    n: int = typer.Option(
+        None, "--n", "-n", help="Samples to generate (run) or use at most (file); default 10000 images, 64 texts."
+    ),
     features: str = typer.Option(
         None, "--features", help="classifier | contrastive | pixels | random | torchscript:PATH."
     ),
@@ -67,19 +77,40 @@ def eval_command(
     no_memorisation: bool = typer.Option(
         False, "--no-memorisation", help="Skip the nearest-training-image audit."
     ),
+    samples_range: str = typer.Option(
+        "auto",
+        "--samples-range",
+        help="Float sample arrays: 0,1 | -1,1 | 0,255 (outside values clipped); auto: [0,1] when every value is "
+        "in it, [-1,1] when every value is in it and the smallest is -0.5 or less, else an error.",
+    ),
     ts_size: int = typer.Option(None, "--ts-size", help="torchscript: input size (default 299)."),
     ts_range: str = typer.Option(None, "--ts-range", help="torchscript: value range LO,HI (default 0,255)."),
     ts_return_features: bool = typer.Option(
         False, "--ts-return-features", help="torchscript: call module(x, return_features=True)."
     ),
+    tstr: bool = typer.Option(
+        None, "--tstr/--no-tstr", help="Train-on-synthetic/test-on-real utility (TSTR beside TRTR); default: "
+        "on for class-conditional runs, off for samples files (--tstr: a file with labels)."
+    ),
+    tstr_n: int = typer.Option(None, "--tstr-n", help="Synthetic training samples for TSTR (default: the train split's size)."),
+    mia: bool = typer.Option(True, "--mia/--no-mia", help="Membership-inference audit (train vs held-out records)."),
+    mia_n: int = typer.Option(None, "--mia-n", help="Membership audit records per side (default 1000)."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Compute FID, KID, classifier score, precision/recall/density/coverage, per-class and memorisation metrics."""
+    """Compute FID, KID, classifier score, precision/recall/density/coverage, per-class and memorisation metrics
+    (images); loss, bits per character, perplexity, diversity and verbatim copies (text)."""
+    configure_threads(threads)
+    from genforge.core.config import from_dict
     from genforge.evaluate.evaluate import config_from_options, default_out, evaluate
+    from genforge.evaluate.privacy.config import MembershipConfig, UtilityConfig
 
+    utility = from_dict(UtilityConfig, {"enabled": tstr, "n": tstr_n}, where="--tstr-n")
+    membership = from_dict(MembershipConfig, {"enabled": mia, **({"n": mia_n} if mia_n else {})}, where="--mia-n")
     options = {"size": ts_size, "value_range": ts_range, "return_features": ts_return_features or None}
     cfg = config_from_options(
         n=n, features=features, seed=seed, split=split, metrics=metric or None, batch_size=batch_size,
         memorisation=not no_memorisation, extractor_options={k: v for k, v in options.items() if v is not None},
+        samples_range=samples_range, utility=utility, membership=membership,
     )  # fmt: skip
     result = evaluate(target, ref, cfg, out)
     _print_metrics(result)
@@ -90,7 +121,7 @@ def _print_metrics(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ext = result["extractor"]
+    ext = result.get("extractor")  # images only: text metrics need no feature extractor
     table = Table(
         title=f"{result['target']['path']}  vs  {result['reference']['split']} of {result['reference']['dataset']}"
     )
@@ -100,7 +131,8 @@ def _print_metrics(result: dict) -> None:
         table.add_row(name, f"{rec['value']:.5g}", rec["better"], str(rec["n_samples"]))
     console = Console()
     console.print(table)
-    console.print(f"features: {ext['id']} (hash {ext['hash']}); timing: {result['timing']}")
+    features = f"features: {ext['id']} (hash {ext['hash']}); " if ext else ""
+    console.print(f"{features}timing: {result['timing']}")
     mem = result.get("memorisation")
     if mem:
         console.print(f"copy rate: features {mem['features']['copy_rate']:.2%}, pixels {mem['pixels']['copy_rate']:.2%}"
@@ -122,8 +154,10 @@ def report_command(
     ref: Path = typer.Option(None, "--ref", help="Reference dataset (default: the run's training dataset)."),
     n: int = typer.Option(64, "--n", help="Samples in the grid."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed of the grid."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Write one self-contained HTML report of a run: samples, real images, metrics, curves, memorisation, data quality."""
+    configure_threads(threads)
     from genforge.evaluate.report import write_report
 
     path = write_report(run_dir, out=out, metrics_path=metrics, ref=ref, n=n, seed=seed)

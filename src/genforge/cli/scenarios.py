@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from genforge.core.threads import THREADS_HELP
+from genforge.core.threads import configure as configure_threads
+
 scenarios_app = typer.Typer(help="Shipped and user scenarios (recipes for one use case).", no_args_is_help=True)
 
 
@@ -43,8 +46,10 @@ def run(
     max_time: str | None = typer.Option(None, "--max-time", help="Training time budget, e.g. 90s, 5m."),
     steps: int | None = typer.Option(None, "--steps", help="Training step budget (overrides the scenario)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the scenario)."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Run collect -> process -> augment -> train -> evaluate -> export on a scenario; exit 1 when a gate fails."""
+    configure_threads(threads)
     from genforge.scenarios.runner import run_scenario
 
     result = run_scenario(scenario, data=data, out=out, max_time=max_time, steps=steps, seed=seed)

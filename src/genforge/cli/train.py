@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from genforge.core.threads import THREADS_HELP
+from genforge.core.threads import configure as configure_threads
+
 
 def train(
     model: str = typer.Option(
@@ -18,7 +21,7 @@ def train(
         ..., "--out", "-o", help="Run directory to write (model, checkpoints, logs, samples)."
     ),
     config: Path = typer.Option(
-        None, "--config", "-c", help="YAML/JSON file with model:, train:, augment: sections."
+        None, "--config", "-c", help="YAML/JSON file with model:, train:, augment:, privacy: sections."
     ),
     max_time: str = typer.Option(None, "--max-time", help="Wall-time budget, e.g. 90s, 5m, 1h."),
     steps: int = typer.Option(None, "--steps", help="Step budget (total, across resumes)."),
@@ -34,10 +37,22 @@ def train(
         False, "--conditional", help="Condition the model on the dataset's classes."
     ),
     set_: list[str] = typer.Option(
-        None, "--set", help="Override a config field: model.KEY=V, train.KEY=V, augment.KEY=V."
+        None, "--set", help="Override a config field: model.KEY=V, train.KEY=V, augment.KEY=V, privacy.KEY=V."
     ),
+    dp_epsilon: float = typer.Option(
+        None, "--dp-epsilon", help="Train with differential privacy (DP-SGD) up to this epsilon (docs/privacy.md)."
+    ),
+    dp_delta: float = typer.Option(None, "--dp-delta", help="DP delta (default 1e-5; must be below 1/N)."),
+    dp_max_grad_norm: float = typer.Option(
+        None, "--dp-max-grad-norm", help="DP: clip each example's gradient to this L2 norm (default 1)."
+    ),
+    init_from: Path = typer.Option(
+        None, "--init-from", help="Start from this finished run's weights (fine-tuning; same family and sizes)."
+    ),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Train a model on a canonical dataset; `torchrun --nproc_per_node=N -m genforge train ...` for DDP."""
+    configure_threads(threads)
     from genforge.train.launch import build_trainer
 
     flags = {
@@ -64,39 +79,49 @@ def train(
         resume=resume,
         conditional=conditional,
         callbacks=callbacks,
+        init_from=init_from,
+        privacy={"epsilon": dp_epsilon, "delta": dp_delta, "max_grad_norm": dp_max_grad_norm},
     )
     trainer.fit(resume=resume)
 
 
 def sample(
     run_dir: Path = typer.Argument(..., help="A finished training run directory."),
-    n: int = typer.Option(64, "-n", help="Number of images (interpolation: number of steps)."),
-    out: Path = typer.Option(..., "--out", "-o", help="FILE.npz, or a directory for PNG files."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    n: int = typer.Option(
+        None, "-n", help="Images (default 64; interpolation: steps) or text completions (default 1)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Images: FILE.npz or a directory for PNGs (required). Text: FILE.txt or "
+        "FILE.jsonl (default: print)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Noise seed (text: completion i draws from seed and i)."),
     class_: int = typer.Option(None, "--class", help="Class index for a class-conditional model."),
     steps: int = typer.Option(None, "--steps", help="Sampling steps (diffusion models)."),
     interpolate: bool = typer.Option(
         False, "--interpolate", help="Walk the latent space from --seed to --seed-b."
     ),
     seed_b: int = typer.Option(None, "--seed-b", help="End seed of --interpolate (default: seed + 1)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
+    prompt: str = typer.Option(None, "--prompt", help="Text: the prompt (\\n for a line break; default empty)."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Text: tokens to generate at most (default 256)."),
+    temperature: float = typer.Option(None, "--temperature", help="Text: softmax temperature (default 1; 0 = greedy)."),
+    top_k: int = typer.Option(None, "--top-k", help="Text: sample among the k most likely tokens."),
+    top_p: float = typer.Option(None, "--top-p", help="Text: nucleus sampling, keep probability mass p."),
+    stop: list[str] = typer.Option(None, "--stop", help="Text: end a completion at this string (repeatable)."),
+    device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default cpu)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Generate images from a trained run (EMA weights) into an .npz or a folder of PNGs."""
-    from genforge.train.sampling import generate, write_images
+    """Generate from a trained run (EMA weights): images into an .npz or PNGs, text completions
+    printed or into .txt/.jsonl."""
+    configure_threads(threads)
+    from genforge.train.sampling import sample_run
 
-    images, labels = generate(
-        run_dir,
-        n,
-        seed=seed,
-        class_label=class_,
-        steps=steps,
-        interpolate=interpolate,
-        seed_b=seed_b,
-        device=device,
-    )
-    write_images(out, images, labels, overwrite=overwrite)
-    typer.echo(f"wrote {len(images)} images to {out}")
+    options = {
+        "n": n, "out": out, "seed": seed, "class_": class_, "steps": steps, "interpolate": interpolate,
+        "seed_b": seed_b, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+        "top_k": top_k, "top_p": top_p, "stop": stop or None, "device": device, "overwrite": overwrite,
+    }  # fmt: skip
+    typer.echo(sample_run(run_dir, options))
 
 
 def restore(
@@ -109,8 +134,10 @@ def restore(
     seed: int = typer.Option(0, "--seed", help="Seed of the corruption."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Restore (denoise, inpaint) images with a trained restoration model."""
+    configure_threads(threads)
     from genforge.core.config import from_dict
     from genforge.models.corruption import CorruptionConfig
     from genforge.models.restoration import restore_path

@@ -1,12 +1,15 @@
 """Atomic writes: write to a temporary name in the same directory, then rename.
 
 A reader never sees a half-written file or directory, and a killed writer leaves only a
-temporary name that starts with `.tmp-` (cleaned by the next writer of the same target).
+temporary name that starts with `.tmp-` (cleaned by the next writer of the same target). A full
+disk (ENOSPC, EDQUOT) while writing becomes a `DiskFullError` naming the target, after the
+temporary name is removed: the target is as it was before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -14,6 +17,49 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from genforge.core.errors import DiskFullError, GenforgeError
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# native writers (safetensors, ONNX) report the OS error inside their own exception's message
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "StorageFull", "QuotaExceeded")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True when `exc`, or an exception it was raised from or while handling, is a full disk."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if not isinstance(exc, GenforgeError) and any(t in str(exc) for t in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(target: str | os.PathLike, exc: BaseException) -> DiskFullError:
+    reason = "No space left on device"
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:  # the OS's words (space or quota), if any
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS and cause.strerror:
+            reason = cause.strerror
+            break
+        cause = cause.__cause__ or cause.__context__
+    return DiskFullError(
+        f"{target}: {reason} while writing it; nothing was replaced (what was there before is intact). "
+        "Free some space, or write somewhere else, and run again"
+    )
+
+
+def _reraise(exc: BaseException, target: Path) -> None:
+    if not isinstance(exc, DiskFullError) and is_disk_full(exc):
+        raise disk_full_error(target, exc) from exc
+    raise exc
 
 
 def _umask() -> int:
@@ -51,10 +97,10 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        _reraise(exc, target)
 
 
 @contextlib.contextmanager
@@ -70,10 +116,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        _reraise(exc, target)
 
 
 def write_bytes(target: str | os.PathLike, data: bytes) -> None:
@@ -107,8 +153,6 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
-        from genforge.core.errors import GenforgeError
-
         raise GenforgeError(f"{target} already exists; remove it or pass --overwrite")
     for stale in target.parent.glob(f".tmp-{target.name}.*"):
         # leftovers of a killed writer of the same target
@@ -126,6 +170,34 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         else:
             os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            # also a full disk met by a nested atomic write: name the directory, not its temporary file
+            raise disk_full_error(target, exc) from exc
         raise
+
+
+@contextlib.contextmanager
+def atomic_files(directory: str | os.PathLike, name: str) -> Iterator[Path]:
+    """Yield an empty staging directory beside `directory`'s files for a set of files that belong
+    together (an export and its description, weights and their JSON). Only when the block ends
+    without an exception, each file written into it replaces its namesake in `directory`;
+    otherwise nothing in `directory` changes. `name` (the main file) names the staging directory.
+    """
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".tmp-{name}.", dir=directory))
+    try:
+        _public(stage, 0o777)
+        yield stage
+        # every file is complete before the first rename (renaming needs no space)
+        for path in sorted(stage.iterdir()):
+            os.replace(path, directory / path.name)
+        _fsync_dir(directory)
+    except BaseException as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(directory / name, exc) from exc
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -11,3 +11,11 @@ class ConfigError(GenforgeError):
 
 class DataError(GenforgeError):
     """A data file or dataset directory is missing, malformed or inconsistent."""
+
+
+class DiskFullError(GenforgeError):
+    """The device ran out of space (or quota) while writing; what was there before is untouched."""
+
+
+class LockedError(GenforgeError):
+    """Another live process is writing the same run or dataset directory."""

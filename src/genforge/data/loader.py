@@ -11,6 +11,10 @@ Design (measured in bench/data_loader.py):
   ranks' batches at step k is the single-process batch of size W*B at step k.
 - A batch is a fresh array from one `np.take`; allocating it is as fast as writing into a reused
   buffer at these sizes, and a consumer may keep batches without them changing under it.
+- `poisson=True` (differentially private training, train/privacy.py): each batch instead takes
+  every sample independently with probability q = batch_size / N, as the privacy accountant
+  assumes, so batch sizes vary (mean batch_size, possibly 0). Batch k's draw comes from
+  (seed, epoch, position) alone, so the state and its resume stay the same three integers.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from genforge.core.errors import DataError
 
 # Copy a split into RAM only when it takes at most this share of the memory available now.
 RAM_SHARE = 0.5
+# mixed into the seed of Poisson draws, so they never share a stream with an epoch's permutation
+POISSON_STREAM = 0x5049534E
 
 
 class LoaderBatch(NamedTuple):
@@ -81,6 +87,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         in_memory: bool | None = None,
+        poisson: bool = False,
     ):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise DataError(f"loader images must be uint8 (N,H,W,C), got {images.dtype} {images.shape}")
@@ -101,7 +108,12 @@ class BatchLoader:
                 f"loader: {n} images cannot fill one batch of {self.global_batch} "
                 f"(batch_size {batch_size} x world_size {world_size}); lower the batch size"
             )
+        if poisson and (balanced or world_size > 1):
+            raise DataError("loader: Poisson sampling draws one global batch in one process, unweighted; "
+                            "it cannot be combined with balanced sampling or several ranks")
         self.seed, self.shuffle, self.drop_last = int(seed), shuffle, drop_last
+        # q of Poisson sampling; None: fixed-size batches from each epoch's order
+        self.sample_rate = self.batch_size / n if poisson else None
         self.image_shape = tuple(images.shape[1:])  # (H, W, C)
         if in_memory is None:
             in_memory = _fits_in_ram(images.nbytes)
@@ -123,6 +135,11 @@ class BatchLoader:
     def from_split(cls, split: Any, **kwargs: Any) -> BatchLoader:
         """A loader over a `genforge.data.canonical.Split` (images memory-mapped, labels in RAM)."""
         return cls(split.images, split.labels, **kwargs)
+
+    @property
+    def num_examples(self) -> int:
+        """Samples the batches are drawn from (N of the privacy accountant's q = batch_size / N)."""
+        return len(self._labels)
 
     def __len__(self) -> int:
         """Batches per epoch (the same on every rank)."""
@@ -159,9 +176,18 @@ class BatchLoader:
     def __next__(self) -> LoaderBatch:
         if self.position >= self._epoch_end:
             self.epoch, self.position = self.epoch + 1, 0
-        idx = self._rank_indices(self.epoch_order(self.epoch), self.position)
+        if self.sample_rate is not None:
+            idx = self.poisson_indices(self.epoch, self.position)
+        else:
+            idx = self._rank_indices(self.epoch_order(self.epoch), self.position)
         self.position += self.global_batch
         return self._gather(idx)
+
+    def poisson_indices(self, epoch: int, position: int) -> np.ndarray:
+        """The samples of the Poisson batch at (epoch, position): each one independently with
+        probability `sample_rate`, in index order."""
+        rng = np.random.Generator(np.random.PCG64([self.seed, epoch, position, POISSON_STREAM]))
+        return np.flatnonzero(rng.random(len(self._labels)) < self.sample_rate).astype(np.intp, copy=False)
 
     def gather(self, idx: np.ndarray) -> LoaderBatch:
         """The batch of sample indices `idx`, as channels-first uint8 and int64 labels."""

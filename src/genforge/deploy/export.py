@@ -6,6 +6,8 @@ batch axis dynamic. Generators map latents (+ labels) to images in [-1, 1], VAEs
 decoder the same way, restoration models map corrupted images to clean ones, and diffusion models
 export the denoiser (x_t, t[, labels]) -> eps|v plus the schedule table (`OUT.schedule.npz`) that
 `genforge.deploy.onnx_sampler` needs. `OUT.json` describes inputs, outputs and the model.
+The files of one export replace the previous ones together, once all are written: a full disk
+leaves the previous export as it was.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genforge.core.atomic import atomic_path, write_json
+from genforge.core.atomic import atomic_files, atomic_path, write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import GenforgeError
 from genforge.core.registry import Registry
@@ -142,10 +144,20 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
     family = str(pipe.info.get("family") or model.family)
     spec = export_spec(model, family)
     out = Path(out)
-    with torch.no_grad(), atomic_path(out) as tmp:
-        writer(spec, tmp)
+    with torch.no_grad(), atomic_files(out.parent, out.name) as stage:
+        staged = stage / out.name  # OUT, OUT.json and any extra file are written here first
+        writer(spec, staged)
         reference = spec[0](*spec[1])
-    meta = {
+        meta = _describe(run_dir, fmt, out, pipe, model, family, spec, reference)
+        if family in EXPORT_EXTRAS:
+            meta[family] = EXPORT_EXTRAS.get(family)(model, staged)
+        write_json(sidecar_path(staged), meta)
+    return meta
+
+
+def _describe(run_dir: str | Path, fmt: str, out: Path, pipe: Any, model: GenerativeModel, family: str,
+              spec: ExportSpec, reference: torch.Tensor) -> dict[str, Any]:  # fmt: skip
+    return {
         "format": fmt,
         "file": out.name,
         "model": pipe.name,
@@ -163,7 +175,3 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
         "config": to_dict(model.config),
         "source": str(Path(run_dir).resolve()),
     }
-    if family in EXPORT_EXTRAS:
-        meta[family] = EXPORT_EXTRAS.get(family)(model, out)
-    write_json(sidecar_path(out), meta)
-    return meta

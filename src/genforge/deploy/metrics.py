@@ -148,6 +148,19 @@ class ServiceMetrics:
         self.in_progress = Gauge(
             "genforge_requests_in_progress", "HTTP requests being handled (this one included)."
         )
+        # label values: the configured clients' names, or "anonymous" without keys
+        self.client_requests = Counter(
+            "genforge_client_requests_total",
+            "Requests to /v1/* let through, by client (API key name).",
+            ("client",),
+        )
+        self.rate_limited = Counter(
+            "genforge_rate_limited_total",
+            "Requests to /v1/* refused with 429 by the rate limit, by client.",
+            ("client",),
+        )
+        # a modality's own metrics (its routes add them, deploy/routes.py), rendered after these
+        self.extra: list[_Metric] = []
 
     def observe_batch(self, requests: int, images: int) -> None:
         self.batch_requests.observe(requests)
@@ -162,7 +175,9 @@ class ServiceMetrics:
             self.batch_images,
             self.batch_requests,
             self.images,
+            self.client_requests,
+            self.rate_limited,
         )
-        for metric in metrics:
+        for metric in (*metrics, *self.extra):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -1,5 +1,8 @@
 """Running the service on uvicorn: bind first (so port 0 works and the URL is known), then serve.
 
+The HTTP parser and event loop are uvicorn's: `auto` takes httptools and uvloop when they are
+installed (`pip install 'uvicorn[standard]'`), else h11 and asyncio.
+
 Graceful shutdown is uvicorn's: on SIGTERM/SIGINT it stops accepting connections, waits up to
 `shutdown_timeout_s` for requests in flight, then runs the app's shutdown, where the batcher
 finishes whatever is still queued.
@@ -10,10 +13,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from importlib.util import find_spec
 
 import uvicorn
 
-from genforge.core.errors import GenforgeError
+from genforge.core.errors import ConfigError, GenforgeError
 from genforge.deploy.config import ServeConfig
 from genforge.deploy.service import create_app
 from genforge.models.pipeline import Pipeline
@@ -31,17 +35,38 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def resolve_stack(http: str, loop: str) -> tuple[str, str]:
+    """Concrete (HTTP parser, event loop) for the configured names; `auto` prefers the fast ones."""
+    fast = {"http": ("httptools", "h11"), "loop": ("uvloop", "asyncio")}
+    chosen = []
+    for option, value in (("http", http), ("loop", loop)):
+        fast_one, plain = fast[option]
+        installed = find_spec(fast_one) is not None
+        if value == "auto":
+            value = fast_one if installed else plain
+        elif value == fast_one and not installed:
+            raise ConfigError(
+                f"--{option} {value}: {value} is not installed (pip install 'uvicorn[standard]')"
+            )
+        chosen.append(value)
+    return chosen[0], chosen[1]
+
+
 class ServiceServer:
     """The app on a bound socket; `run()` blocks (signals handled), `start()` runs it in a thread."""
 
     def __init__(self, config: ServeConfig, pipeline: Pipeline | None = None, log_level: str = "warning"):
         self.config = config
+        self.http, self.loop = resolve_stack(config.http, config.loop)  # before binding: may fail
         self.app = create_app(config, pipeline)
         self.sock = bind(config.host, config.port)
         self.port = self.sock.getsockname()[1]
         self.server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
+                http=self.http,
+                loop=self.loop,
+                ws="none",  # no websocket routes
                 log_level=log_level,
                 access_log=False,
                 lifespan="on",

@@ -1,9 +1,11 @@
-"""The FastAPI app: generation and restoration through the micro-batcher, model info, health,
-Prometheus metrics, and the gallery page.
+"""The FastAPI app: what every modality shares (model info, health, Prometheus metrics, auth and
+limits, the gallery page) plus the run's modality's routes (`deploy.routes.ROUTES`): for images,
+registered here, generation and restoration through the micro-batcher.
 
-Authentication (when an API key is configured) covers `/v1/*`; `/`, `/static/*`, `/healthz`,
-`/readyz`, `/metrics`, `/openapi.json` and `/docs` stay open so probes, scrapers and the page
-itself load without the key (the page asks for it when `/v1` answers 401).
+Authentication (when API keys are configured) and per-client rate limits are middleware
+(`middleware.AccessMiddleware`) on every route under `/v1/`, present or future; `/`, `/static/*`,
+`/healthz`, `/readyz`, `/metrics`, `/openapi.json` and `/docs` stay open so probes, scrapers and
+the page itself load without the key (the page asks for it when `/v1` answers 401).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -38,9 +40,17 @@ from genforge.deploy.batching import BatcherClosed, BatcherOverloaded, MicroBatc
 from genforge.deploy.config import ServeConfig
 from genforge.deploy.engine import Engine, GenerateJob, GenerateResult, RestoreJob
 from genforge.deploy.metrics import CONTENT_TYPE, ServiceMetrics
-from genforge.deploy.middleware import BodyLimitMiddleware, BodyTooLarge, MetricsMiddleware
+from genforge.deploy.middleware import (
+    AccessMiddleware,
+    BodyLimitMiddleware,
+    BodyTooLarge,
+    MetricsMiddleware,
+    RateLimiter,
+)
+from genforge.deploy.routes import ROUTES, ServiceRoutes, routes_for, run_modality
 from genforge.deploy.schemas import Format, GenerateRequest, RestoreJSON
 from genforge.models.pipeline import Pipeline, load_pipeline
+from genforge.train.privacy import public_metrics
 from genforge.train.samples import encode_png, make_grid
 
 log = logging.getLogger("genforge.deploy")
@@ -58,47 +68,40 @@ class ApiError(Exception):
 
 
 class ServiceState:
-    """Everything the endpoints share: the engine once loaded, the batcher, readiness."""
+    """Everything the endpoints share: the pipeline once loaded, the modality's routes, readiness."""
 
     def __init__(self, config: ServeConfig, pipeline: Pipeline | None):
         self.config = config
         self.pipeline = pipeline
         self.metrics = ServiceMetrics()
-        self.engine: Engine | None = None
+        # chosen before the model loads (from model.json), so the endpoints exist from the start
+        self.modality = pipeline.modality if pipeline is not None else run_modality(config.run_dir)
+        self.routes: ServiceRoutes = routes_for(self.modality)(self)
+        self.engine: Engine | None = None  # the image routes' engine and batcher
         self.batcher: MicroBatcher | None = None
         self.ready = threading.Event()
         self.load_error: str | None = None
 
     def start(self) -> None:
-        """Load (unless given), build the batcher, warm up; runs in a thread at startup."""
+        """Load (unless given), start the modality's routes (engine, warm-up); runs in a thread at startup."""
         try:
             import torch
 
             torch.set_num_threads(torch_threads(self.config.torch_threads, torch.get_num_threads()))
             if self.pipeline is None:
                 self.pipeline = load_pipeline(self.config.run_dir, device=self.config.device)
-            engine = Engine(self.pipeline)
-            merge = self.config.batching and engine.mergeable
-            self.batcher = MicroBatcher(
-                engine.run,
-                key=engine.key,
-                size=engine.size,
-                max_batch=self.config.max_batch,
-                max_wait_s=self.config.max_wait_ms / 1000,
-                max_requests=None if merge else 1,
-                max_pending=self.config.max_pending,
-                on_batch=self.metrics.observe_batch,
-            )
-            if self.config.warmup:
-                engine.warmup()
+            if self.pipeline.modality != self.modality:
+                raise GenforgeError(
+                    f"{self.config.run_dir}/model.json: modality {self.modality!r}, but model "
+                    f"{self.pipeline.name!r} is a {self.pipeline.modality} model"
+                )
+            self.routes.start(self.pipeline)
             # the model, torch and the web stack are loaded for good: keep the collector from
             # rescanning them (with them in the heap, full collections cost milliseconds per request)
             gc.collect()
             gc.freeze()
-            self.engine = engine
-            self.batcher.start()
             self.ready.set()
-            log.info("model %s ready (micro-batching %s)", self.pipeline.name, "on" if merge else "off")
+            log.info("model %s ready (%s)", self.pipeline.name, self.modality)
         except Exception as exc:
             self.load_error = (
                 f"{type(exc).__name__}: {exc}" if not isinstance(exc, GenforgeError) else str(exc)
@@ -106,47 +109,94 @@ class ServiceState:
             log.error("model failed to load: %s", self.load_error)
 
     def stop(self) -> None:
-        if self.batcher is not None and not self.batcher.close(self.config.shutdown_timeout_s):
-            log.warning("batcher did not drain within %.0f s", self.config.shutdown_timeout_s)
+        if not self.routes.stop(self.config.shutdown_timeout_s):
+            log.warning("work in flight did not finish within %.0f s", self.config.shutdown_timeout_s)
 
-    def require_engine(self) -> Engine:
-        if self.engine is None:
+    def require_ready(self) -> Pipeline:
+        if not self.ready.is_set() or self.pipeline is None:
             raise ApiError(503, self.load_error or "the model is still loading; retry shortly")
-        return self.engine
-
-    async def submit(self, job: GenerateJob | RestoreJob) -> Any:
-        assert self.batcher is not None
-        try:
-            future = self.batcher.submit_async(job)
-        except (BatcherClosed, BatcherOverloaded) as exc:
-            raise ApiError(503, str(exc)) from None
-        try:
-            async with asyncio.timeout(self.config.request_timeout_s):
-                return await future
-        except TimeoutError:
-            raise ApiError(504, f"request took longer than {self.config.request_timeout_s:g} s") from None
+        return self.pipeline
 
     def model_info(self) -> dict[str, Any]:
-        engine = self.require_engine()
-        pipe = engine.pipeline
+        pipe = self.require_ready()
         info = pipe.info
         dataset = info.get("dataset") or {}
-        cfg = self.config
+        created = int(os.stat(Path(pipe.path) / "model.json").st_mtime)
         return {
             "model": pipe.name,
+            "modality": pipe.modality,
             "family": info.get("family"),
-            "task": engine.task,
             "config": info.get("config"),
             "step": info.get("step"),
             "ema": info.get("ema"),
             "dataset": dataset,
             "fingerprint": dataset.get("fingerprint") if isinstance(dataset, dict) else None,
+            # a DP run: its guarantee, and only the metrics it covers (train/privacy.py)
+            "privacy": info.get("privacy"),
+            "metrics": public_metrics(read_metrics(pipe.path), info),
+            **self.routes.info(),
+            # OpenAI's list shape beside ours, so OpenAI clients can list the model
+            "object": "list",
+            "data": [{"id": pipe.name, "object": "model", "created": created, "owned_by": "genforge"}],
+        }
+
+
+@ROUTES.register("image")
+class ImageRoutes(ServiceRoutes):
+    """Images: POST /v1/generate and /v1/restore through the micro-batcher (deploy/batching.py)."""
+
+    def start(self, pipeline: Pipeline) -> None:
+        state, cfg = self.state, self.state.config
+        engine = Engine(pipeline)
+        merge = cfg.batching and engine.mergeable
+        state.batcher = MicroBatcher(
+            engine.run,
+            key=engine.key,
+            size=engine.size,
+            max_batch=cfg.max_batch,
+            max_wait_s=cfg.max_wait_ms / 1000,
+            max_requests=None if merge else 1,
+            max_pending=cfg.max_pending,
+            on_batch=state.metrics.observe_batch,
+        )
+        if cfg.warmup:
+            engine.warmup()
+        state.engine = engine
+        state.batcher.start()
+        log.info("micro-batching %s", "on" if merge else "off")
+
+    def stop(self, timeout: float) -> bool:
+        return self.state.batcher is None or self.state.batcher.close(timeout)
+
+    def engine(self) -> Engine:
+        self.state.require_ready()
+        assert self.state.engine is not None
+        return self.state.engine
+
+    async def submit(self, job: GenerateJob | RestoreJob) -> Any:
+        assert self.state.batcher is not None
+        try:
+            future = self.state.batcher.submit_async(job)
+        except (BatcherClosed, BatcherOverloaded) as exc:
+            raise ApiError(503, str(exc)) from None
+        timeout = self.state.config.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise ApiError(504, f"request took longer than {timeout:g} s") from None
+
+    def info(self) -> dict[str, Any]:
+        engine = self.engine()
+        pipe, cfg = engine.pipeline, self.state.config
+        dataset = pipe.info.get("dataset") or {}
+        return {
+            "task": engine.task,
             "conditional": pipe.conditional,
             "num_classes": pipe.num_classes,
             "class_names": dataset.get("class_names") if isinstance(dataset, dict) else None,
             "image_shape": list(engine.image_shape),
             "options": list(engine.options),
-            "metrics": read_metrics(pipe.path),
             "limits": {"max_n": cfg.max_n, "max_steps": cfg.max_steps, "max_body_bytes": cfg.max_body_bytes},
             "batching": {
                 "enabled": cfg.batching and engine.mergeable,
@@ -154,6 +204,42 @@ class ServiceState:
                 "max_wait_ms": cfg.max_wait_ms,
             },
         }
+
+    def install(self, app: FastAPI) -> None:
+        state, config = self.state, self.state.config
+
+        @app.post("/v1/generate", tags=["generate"])
+        async def generate(req: GenerateRequest) -> Response:
+            engine = self.engine()
+            if engine.task != "generate":
+                raise ApiError(409, f"model {engine.pipeline.name!r} restores images; use POST /v1/restore")
+            job = _generate_job(engine, req, config)
+            result: GenerateResult = await self.submit(job)
+            state.metrics.images.inc(job.n, task="generate")
+            labels = None if result.labels is None else [int(x) for x in result.labels]
+            headers = {"X-Genforge-Seed": str(job.seed)}
+            if labels is not None:
+                headers["X-Genforge-Labels"] = ",".join(map(str, labels))
+            extra = {"seed": job.seed, "labels": labels}
+            return await encode_response(result.images, req.format, headers, extra)
+
+        @app.post(
+            "/v1/restore",
+            tags=["restore"],
+            openapi_extra={"requestBody": _RESTORE_BODY},
+        )
+        async def restore(request: Request, format: Format = "png") -> Response:
+            engine = self.engine()
+            if engine.task != "restore":
+                raise ApiError(409, f"model {engine.pipeline.name!r} generates images; use POST /v1/generate")
+            images, format = await _restore_input(request, engine.image_shape, format)
+            if len(images) > config.max_n:
+                raise ApiError(
+                    422, f"images: at most {config.max_n} per request, got {len(images)}", "images"
+                )
+            out = await self.submit(RestoreJob(images))
+            state.metrics.images.inc(len(images), task="restore")
+            return await encode_response(out, format, {}, {})
 
 
 def torch_threads(configured: int, default: int) -> int:
@@ -276,21 +362,6 @@ def create_app(config: ServeConfig, pipeline: Pipeline | None = None) -> FastAPI
     app.state.genforge = state
     _install_errors(app)
 
-    async def authorize(request: Request) -> None:  # async: a sync dependency costs a thread hop
-        key = config.api_key
-        if key is None:
-            return
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        if given is None or not secrets.compare_digest(given.encode(), key.encode()):
-            raise ApiError(
-                401, "missing or wrong API key (send 'Authorization: Bearer KEY' or 'X-API-Key: KEY')"
-            )
-
-    guarded = [Depends(authorize)]
-
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -305,51 +376,23 @@ def create_app(config: ServeConfig, pipeline: Pipeline | None = None) -> FastAPI
     def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/models", dependencies=guarded, tags=["models"])
+    @app.get("/v1/models", tags=["models"])
     def models() -> dict[str, Any]:
         return state.model_info()
 
-    @app.post("/v1/generate", dependencies=guarded, tags=["generate"])
-    async def generate(req: GenerateRequest) -> Response:
-        engine = state.require_engine()
-        if engine.task != "generate":
-            raise ApiError(409, f"model {engine.pipeline.name!r} restores images; use POST /v1/restore")
-        job = _generate_job(engine, req, config)
-        result: GenerateResult = await state.submit(job)
-        state.metrics.images.inc(job.n, task="generate")
-        labels = None if result.labels is None else [int(x) for x in result.labels]
-        headers = {"X-Genforge-Seed": str(job.seed)}
-        if labels is not None:
-            headers["X-Genforge-Labels"] = ",".join(map(str, labels))
-        extra = {"seed": job.seed, "labels": labels}
-        return await encode_response(result.images, req.format, headers, extra)
-
-    @app.post(
-        "/v1/restore",
-        dependencies=guarded,
-        tags=["restore"],
-        openapi_extra={"requestBody": _RESTORE_BODY},
-    )
-    async def restore(request: Request, format: Format = "png") -> Response:
-        engine = state.require_engine()
-        if engine.task != "restore":
-            raise ApiError(409, f"model {engine.pipeline.name!r} generates images; use POST /v1/generate")
-        images, format = await _restore_input(request, engine.image_shape, format)
-        if len(images) > config.max_n:
-            raise ApiError(422, f"images: at most {config.max_n} per request, got {len(images)}", "images")
-        out = await state.submit(RestoreJob(images))
-        state.metrics.images.inc(len(images), task="restore")
-        return await encode_response(out, format, {}, {})
-
-    index = STATIC / "index.html"
+    state.routes.install(app)
+    page = STATIC / state.routes.page
 
     @app.get("/", include_in_schema=False)
     def gallery() -> FileResponse:
-        return FileResponse(str(index), media_type="text/html")
+        return FileResponse(str(page), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    # the last added runs first: metrics see every answer, keys and rate limits come before the body
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    limiter = RateLimiter(config.rate_limit, config.burst) if config.rate_limit > 0 else None
+    app.add_middleware(AccessMiddleware, keys=config.credentials(), metrics=state.metrics, limiter=limiter)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, routes=app.router.routes)
     return app
 
 

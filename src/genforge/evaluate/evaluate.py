@@ -7,33 +7,40 @@ model's step and whether its EMA weights were used.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from genforge.core.atomic import write_json
+from genforge.core.atomic import atomic_files, write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import ConfigError, DataError, GenforgeError
+from genforge.core.lock import DirLock
 from genforge.core.modality import DEFAULT as DEFAULT_MODALITY
 from genforge.core.modality import lookup, modality_registry
 from genforge.data.canonical import CanonicalDataset, open_dataset, read_manifest
 from genforge.evaluate.extractors.base import FeatureExtractor, build_extractor, default_extractor
 from genforge.evaluate.memorisation import AuditConfig, audit, save_pairs
-from genforge.evaluate.metrics.base import METRICS, EvalInputs, FeatureSet
+from genforge.evaluate.metrics.base import METRICS, EvalInputs, FeatureSet, metric_record
+from genforge.evaluate.privacy.config import MembershipConfig, UtilityConfig
+from genforge.evaluate.privacy.images import image_privacy
+from genforge.evaluate.samples import VALUE_RANGES, normalise_samples, read_array_file, read_folder
 from genforge.evaluate.stats_cache import reference_features
+from genforge.train.privacy import metric_values
 
 FORMAT = "genforge-metrics"
+IMAGE_N = 10000  # samples of an image evaluation when EvalConfig.n is None
 GENERATE_CHUNK = 500
 
 
 @dataclass
 class EvalConfig:
-    n: int = 10000
+    n: int | None = None  # samples; None: the modality's default (images IMAGE_N, text 64 completions)
     features: str | None = None  # extractor spec; default: classifier if labelled, else contrastive
     seed: int = 0
     batch_size: int = 500
@@ -45,12 +52,21 @@ class EvalConfig:
     prdc_k: int = 5
     is_splits: int = 10
     extractor_options: dict[str, Any] = field(default_factory=dict)
+    samples_range: str = "auto"  # float sample arrays: auto (see evaluate.samples), 0,1, -1,1 or 0,255
+    # the modality's own settings, checked by it (text: evaluate.text.TextEvalConfig's fields)
+    options: dict[str, Any] = field(default_factory=dict)
+    utility: UtilityConfig = field(default_factory=UtilityConfig)  # TSTR/TRTR (evaluate/privacy)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)  # membership-inference audit
 
     def __post_init__(self) -> None:
-        if self.n < 2:
+        if self.n is not None and self.n < 2:
             raise ValueError("n must be >= 2")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.samples_range.replace(" ", "") not in VALUE_RANGES:
+            raise ValueError(
+                f"samples_range must be one of {', '.join(VALUE_RANGES)}, got {self.samples_range!r}"
+            )
 
     def metric_options(self) -> dict[str, Any]:
         return {"kid_subsets": self.kid_subsets, "kid_subset_size": self.kid_subset_size,
@@ -64,28 +80,24 @@ class Samples:
     source: dict[str, Any]  # kind, path, model, step, ema
 
 
-def read_npz(path: Path, n: int | None = None) -> Samples:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "images" not in z.files:
-                raise DataError(f"{path}: no 'images' array (expected uint8 N,H,W,C; optional 'labels')")
-            images = z["images"]
-            labels = z["labels"] if "labels" in z.files else None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read samples npz ({exc})") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise DataError(
-            f"{path}: 'images' must be uint8 (N,H,W,C) with C 1 or 3, got {images.dtype} {images.shape}"
-        )
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(
-                f"{path}: 'labels' must be integers of shape ({len(images)},), got {labels.dtype} {labels.shape}"
-            )
-    if n is not None and n < len(images):
-        images, labels = images[:n], None if labels is None else labels[:n]
-    return Samples(images, labels, {"kind": "npz", "path": str(path.resolve()), "step": None, "ema": None})
+def read_npz(
+    path: Path, n: int | None = None, value_range: str = "auto", channels: int | None = None
+) -> Samples:
+    """Samples from a .npz or .npy file, in any layout and value range `normalise_samples` reads."""
+    images, labels = read_array_file(path, n)
+    images, read = normalise_samples(images, str(path), value_range, channels)
+    kind = path.suffix.lower().lstrip(".")
+    return Samples(
+        images, labels, {"kind": kind, "path": str(path.resolve()), "step": None, "ema": None, **read}
+    )
+
+
+def read_image_folder(path: Path, n: int | None = None, channels: int | None = None) -> Samples:
+    """Samples from a folder of image files (as torch-fidelity and clean-fid take them)."""
+    images, read = normalise_samples(read_folder(path, n, channels), str(path), channels=channels)
+    return Samples(
+        images, None, {"kind": "folder", "path": str(path.resolve()), "step": None, "ema": None, **read}
+    )
 
 
 def generate_from_run(run_dir: Path, n: int, seed: int) -> Samples:
@@ -106,17 +118,26 @@ def generate_from_run(run_dir: Path, n: int, seed: int) -> Samples:
         chunks.append(images)
     info = pipe.info
     source = {"kind": "run", "path": str(run_dir.resolve()), "model": info.get("model"), "family": info.get("family"),
-              "step": info.get("step"), "ema": info.get("ema"), "conditional": pipe.conditional}  # fmt: skip
+              "step": info.get("step"), "ema": info.get("ema"), "conditional": pipe.conditional,
+              "privacy": info.get("privacy")}  # fmt: skip
     return Samples(np.concatenate(chunks), labels, source)
 
 
-def load_samples(target: str | Path, n: int, seed: int) -> Samples:
+def load_samples(
+    target: str | Path, n: int, seed: int, value_range: str = "auto", channels: int | None = None
+) -> Samples:
+    """Generated by a run directory, or read from a samples .npz/.npy or a folder of images
+    (`channels`: the reference's, which files and arrays of the other kind are converted to)."""
     target = Path(target)
-    if target.is_file() and target.suffix == ".npz":
-        return read_npz(target, n)
+    if target.is_file() and target.suffix.lower() in (".npz", ".npy"):
+        return read_npz(target, n, value_range, channels)
     if target.is_dir():
-        return generate_from_run(target, n, seed)
-    raise GenforgeError(f"{target}: expected a run directory (with model.json) or a samples .npz file")
+        if (target / "model.json").is_file():
+            return generate_from_run(target, n, seed)
+        return read_image_folder(target, n, channels)
+    raise GenforgeError(
+        f"{target}: expected a run directory (with model.json), a samples .npz/.npy file or a folder of images"
+    )
 
 
 def compute_metrics(
@@ -139,10 +160,8 @@ def compute_metrics(
         seconds = round(time.perf_counter() - start, 4)
         warnings += result.warnings
         for out, value in result.values.items():
-            info = metric.outputs[out]
-            records[out] = {"value": value, "metric": name, "better": info.better, "meaning": info.meaning,
-                            "details": result.details, "warnings": result.warnings, "seconds": seconds,
-                            **context}  # fmt: skip
+            records[out] = metric_record(value, name, metric.outputs[out], result.details, result.warnings,
+                                         seconds, context)  # fmt: skip
     return records, skipped, warnings
 
 
@@ -167,16 +186,27 @@ EVALUATIONS = modality_registry("evaluation")
 def evaluate(target: str | Path, ref: str | Path, config: EvalConfig | None = None,
              out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Evaluate `target` (a run dir or samples file) against dataset `ref` with the evaluation of
-    the dataset's modality; write and return metrics.json."""
+    the dataset's modality; write and return metrics.json. Writing into a run directory holds its
+    lock (core/lock.py): not while another process trains or evaluates that run."""
     modality = read_manifest(ref).get("modality", DEFAULT_MODALITY)
     run = lookup(EVALUATIONS, modality, "genforge.evaluate.modalities")
-    return run(target, ref, config or EvalConfig(), out)
+    target_dir = Path(target)
+    run_json = target_dir / "model.json"
+    if run_json.is_file():
+        run_modality = json.loads(run_json.read_text()).get("modality", DEFAULT_MODALITY)
+        if run_modality != modality:
+            raise GenforgeError(f"{run_json}: a {run_modality} model, but dataset {ref} holds {modality}")
+    out_path = Path(out) if out else default_out(target_dir)
+    into_run = target_dir.is_dir() and out_path.absolute().is_relative_to(target_dir.absolute())
+    with DirLock(target_dir) if into_run else contextlib.nullcontext():
+        return run(target, ref, config or EvalConfig(), out)
 
 
 @EVALUATIONS.register("image")
 def evaluate_images(target: str | Path, ref: str | Path, config: EvalConfig,
                     out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Images: samples (run dir or .npz) -> features -> FID/KID/PRDC/... and the memorisation audit."""
+    config = replace(config, n=config.n or IMAGE_N)
     restorer = _restoration_model(target)
     if restorer is not None:
         from genforge.evaluate.restoration import evaluate_restoration
@@ -187,7 +217,7 @@ def evaluate_images(target: str | Path, ref: str | Path, config: EvalConfig,
     dataset = open_dataset(ref)
     split = config.split or dataset.reference_split.name
     dataset.split(split)  # fails early, naming the splits, if absent
-    samples = load_samples(target, config.n, config.seed)
+    samples = load_samples(target, config.n, config.seed, config.samples_range, dataset.image_shape[2])
     t_gen = time.perf_counter() - t0
     spec = config.features or default_extractor(dataset)
     extractor = build_extractor(spec, dataset, **config.extractor_options)
@@ -216,6 +246,14 @@ def evaluate_images(target: str | Path, ref: str | Path, config: EvalConfig,
     t2 = time.perf_counter()
     records, skipped, metric_warnings = compute_metrics(inputs, config.metrics, context)
     t_metrics = time.perf_counter() - t2
+    privacy = image_privacy(target, samples.images, samples.labels, feats.features, dataset, split, train, reference,
+                            config.utility, config.membership, config.seed, context,
+                            more=lambda k: _images_and_labels(load_samples(target, k, config.seed, config.samples_range,
+                                                                           dataset.image_shape[2])))  # fmt: skip
+    records.update(privacy.records)
+    skipped.update(privacy.skipped)
+    metric_warnings += privacy.warnings
+    t_privacy = time.perf_counter() - t2 - t_metrics
     out_path = Path(out) if out else default_out(Path(target))
     result: dict[str, Any] = {
         "format": FORMAT,
@@ -224,21 +262,30 @@ def evaluate_images(target: str | Path, ref: str | Path, config: EvalConfig,
         "reference": {"dataset": str(Path(ref).resolve()), **ref_info},
         "extractor": extractor.describe(),
         "config": to_dict(config),
-        "values": {k: v["value"] for k, v in records.items()},
+        # a differentially private run's guarantee (model.json `privacy`) beside its metrics
+        "values": {**{k: v["value"] for k, v in records.items()}, **metric_values(samples.source.get("privacy"))},
+        "privacy": samples.source.get("privacy"),
         "metrics": records,
         "skipped": skipped,
         "warnings": warnings + metric_warnings,
     }
-    if config.memorisation and train is not None:
-        t3 = time.perf_counter()
-        result["memorisation"] = run_audit(
-            samples, feats.features, dataset, split, train, reference, out_path
-        )
-        result["memorisation"]["seconds"] = round(time.perf_counter() - t3, 3)
-    result["timing"] = {"samples_s": round(t_gen, 3), "features_s": round(t_feat, 3),
-                        "metrics_s": round(t_metrics, 3), "total_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
-    write_json(out_path, result)
+    # the pairs file and metrics.json replace the previous ones together (a full disk: neither)
+    with atomic_files(out_path.parent, out_path.name) as stage:
+        if config.memorisation and train is not None:
+            t3 = time.perf_counter()
+            result["memorisation"] = run_audit(
+                samples, feats.features, dataset, split, train, reference, stage / out_path.name
+            )
+            result["memorisation"]["seconds"] = round(time.perf_counter() - t3, 3)
+        result["timing"] = {"samples_s": round(t_gen, 3), "features_s": round(t_feat, 3),
+                            "metrics_s": round(t_metrics, 3), "privacy_s": round(t_privacy, 3),
+                            "total_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
+        write_json(stage / out_path.name, result)
     return result
+
+
+def _images_and_labels(samples: Samples) -> tuple[np.ndarray, np.ndarray | None]:
+    return samples.images, samples.labels
 
 
 def _restoration_model(target: str | Path):
@@ -269,7 +316,14 @@ def run_audit(samples: Samples, sample_features: np.ndarray, dataset: CanonicalD
 
 
 def default_out(target: Path) -> Path:
-    return target / "metrics.json" if target.is_dir() else target.with_suffix(".metrics.json")
+    """RUN_DIR/metrics.json; beside a samples file or folder of images, NAME.metrics.json."""
+    if (target / "model.json").is_file():
+        return target / "metrics.json"
+    return (
+        target.with_name(target.name + ".metrics.json")
+        if target.is_dir()
+        else target.with_suffix(".metrics.json")
+    )
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:

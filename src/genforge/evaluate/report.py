@@ -1,10 +1,12 @@
 """`genforge report RUN_DIR`: one self-contained HTML page about a training run.
 
-Sections: a sample grid (one row per class when conditional) beside real reference images, the
-metrics of `genforge eval` with a line per metric saying what it means, metric curves from
-metrics.jsonl, the nearest training images of the closest samples, and the data quality
-findings of the training dataset (DATASET_DIR/report.json). Every image is inlined as base64,
-so the file can be mailed or archived alone.
+The sections depend on the run's modality (`REPORT_SECTIONS`, keyed by it). Images: a sample grid
+(one row per class when conditional) beside real reference images, the metrics of `genforge
+eval` with a line per metric saying what it means, metric curves from metrics.jsonl, the nearest
+training images of the closest samples, and the data quality findings of the training dataset
+(DATASET_DIR/report.json). Text registers its own (`evaluate.text.report`), reusing the curves
+and data quality sections. Every image is inlined as base64, so the file can be mailed or
+archived alone.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import datetime as _dt
 import html
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -22,6 +26,8 @@ import numpy as np
 
 from genforge.core.atomic import write_text
 from genforge.core.errors import GenforgeError
+from genforge.core.modality import DEFAULT as DEFAULT_MODALITY
+from genforge.core.modality import lookup, modality_registry
 from genforge.evaluate.evaluate import read_metrics
 from genforge.evaluate.report_template import PAGE
 from genforge.train.samples import encode_png, make_grid
@@ -233,16 +239,18 @@ def _flatten(prefix: str, value: Any) -> list[list[Any]]:
     return [[prefix, value]]
 
 
-def _data_quality_section(dataset_dir: Path | None) -> str:
+def read_data_report(dataset_dir: Path | None) -> tuple[dict[str, Any] | None, str]:
+    """(DATASET_DIR/report.json, its summary and quarantine tables as HTML), or (None, a line
+    saying why there is none); every modality's report.json has `summary` and `quarantine_by_kind`."""
     if dataset_dir is None:
-        return '<p class="muted">The run does not name its dataset.</p>'
+        return None, '<p class="muted">The run does not name its dataset.</p>'
     path = dataset_dir / "report.json"
     if not path.is_file():
-        return f'<p class="muted">No data quality report at {_esc(path)} (written by <code>genforge data ingest</code>).</p>'
+        return None, f'<p class="muted">No data quality report at {_esc(path)} (written by <code>genforge data ingest</code>).</p>'
     try:
         rep = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        return f'<p class="warn">{_esc(path)}: not valid JSON ({_esc(exc)})</p>'
+        return None, f'<p class="warn">{_esc(path)}: not valid JSON ({_esc(exc)})</p>'
     out = [
         f"<p>From <code>{_esc(path)}</code>.</p>",
         _table(["finding", "value"], _flatten("", rep.get("summary", {}))),
@@ -252,6 +260,14 @@ def _data_quality_section(dataset_dir: Path | None) -> str:
             "<h3>Quarantined, by kind</h3>"
             + _table(["kind", "count"], [[k, v] for k, v in rep["quarantine_by_kind"].items()])
         )
+    return rep, "\n".join(out)
+
+
+def _data_quality_section(dataset_dir: Path | None) -> str:
+    rep, head = read_data_report(dataset_dir)
+    if rep is None:
+        return head
+    out = [head]
     leakage = rep.get("leakage") or []
     if leakage:
         rows = [[json.dumps(item)[:200]] for item in leakage[:10]]
@@ -262,6 +278,56 @@ def _data_quality_section(dataset_dir: Path | None) -> str:
     for note in rep.get("notes", []):
         out.append(f'<p class="warn">{_esc(note)}</p>')
     return "\n".join(out)
+
+
+@dataclass
+class ReportContext:
+    """What a section may draw on."""
+
+    run_dir: Path
+    info: dict[str, Any]  # model.json
+    dataset_dir: Path | None  # --ref, else the run's training dataset
+    dataset: Any | None  # open_dataset(dataset_dir) when it is a canonical dataset
+    metrics: dict[str, Any] | None  # metrics.json of `genforge eval`, when written
+    metrics_path: Path
+    n: int  # samples shown
+    seed: int
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str  # the <h2> heading
+    render: Callable[[ReportContext], str]  # -> the section's HTML
+
+
+def _privacy_section(info: dict[str, Any]) -> str:
+    """What a differentially private run (model.json `privacy`, train/privacy.py) guarantees."""
+    p = info["privacy"]
+    target = "" if p.get("target_epsilon") is None else f" (target {_esc(p['target_epsilon'])})"
+    return "\n".join([
+        f"<p>Trained with {_esc(p.get('mechanism'))} ({_esc(p.get('library'))}): <b>epsilon "
+        f"{_esc(p.get('epsilon'))}</b>{target} at delta {_esc(p.get('delta'))}, {_esc(p.get('accountant'))} accountant, "
+        f"for {_esc(p.get('unit'))}. Private: {_esc(', '.join(p.get('private_modules', [])))} (phases "
+        f"{_esc(', '.join(p.get('private_phases', [])))}); trained without private data: "
+        f"{_esc(', '.join(p.get('public_phases', [])) or 'nothing else')}.</p>",
+        _table(["setting", "value"], [[k, p.get(k)] for k in (
+            "noise_multiplier", "max_grad_norm", "sample_rate", "sampling", "expected_batch_size", "dataset_size",
+            "steps", "planned_steps", "noise_multiplicity")]),
+        '<p class="muted">The guarantee covers the weights and samples. The metrics, curves, nearest training '
+        "images and data quality findings on this page are computed from the private data outside it: share "
+        "this report only with those who may see the data (docs/privacy.md).</p>",
+    ])  # fmt: skip
+
+
+# modality -> the report's sections, in page order
+REPORT_SECTIONS = modality_registry("report")
+REPORT_SECTIONS.register("image", [
+    Section("Samples beside real images", lambda c: _samples_section(c.run_dir, c.dataset, c.n, c.seed)),
+    Section("Metrics", lambda c: _metrics_section(c.metrics, c.metrics_path)),
+    Section("Training curves", lambda c: _curves_section(c.run_dir)),
+    Section("Memorisation audit: closest training images", lambda c: _memorisation_section(c.metrics, c.metrics_path)),
+    Section("Data quality of the training set", lambda c: _data_quality_section(c.dataset_dir)),
+])  # fmt: skip
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, metrics_path: str | Path | None = None,
@@ -281,17 +347,21 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, metrics_pat
         dataset = open_dataset(dataset_dir)
     mpath = Path(metrics_path) if metrics_path else run_dir / "metrics.json"
     metrics = read_metrics(mpath) if mpath.is_file() else None
+    ctx = ReportContext(run_dir, info, dataset_dir, dataset, metrics, mpath, n, seed)
+    sections = lookup(REPORT_SECTIONS, info.get("modality", DEFAULT_MODALITY), "genforge.evaluate.modalities")
+    if info.get("privacy"):  # any modality's private run
+        sections = [Section("Differential privacy", lambda c: _privacy_section(c.info)), *sections]
+    from genforge.evaluate.privacy import report as utility_membership
+
+    if utility_membership.has_results(metrics):  # TSTR / membership inference, any modality
+        sections = [*sections, Section(utility_membership.TITLE, lambda c: utility_membership.render(c.metrics))]
     page = Template(PAGE).substitute(
         title=html.escape(run_dir.name),
         subtitle=html.escape(
             f"model {info.get('model')} ({info.get('family')}), step {info.get('step')}, "
             f"EMA weights {info.get('ema')}, run {run_dir.resolve()}"
         ),  # fmt: skip
-        samples=_samples_section(run_dir, dataset, n, seed),
-        metrics=_metrics_section(metrics, mpath),
-        curves=_curves_section(run_dir),
-        memorisation=_memorisation_section(metrics, mpath),
-        data_quality=_data_quality_section(dataset_dir),
+        sections="\n".join(f"<h2>{html.escape(s.title)}</h2>\n{s.render(ctx)}" for s in sections),
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
     target = Path(out) if out else run_dir / "report.html"

@@ -16,21 +16,14 @@ PAGE = """<!doctype html>
  img.px { image-rendering: pixelated; border: 1px solid #ccc; }
  .muted { color: #666; } .warn { color: #a15c00; } .flag { color: #b00020; font-weight: bold; }
  code { background: #f4f4f4; padding: 0 .2em; }
+ pre.sample { white-space: pre-wrap; background: #fafafa; border: 1px solid #ddd; padding: .5em; margin: .3em 0 1.2em; }
+ pre.sample .prompt { color: #666; } mark { background: #ffd54f; }
 </style>
 </head>
 <body>
 <h1>genforge run report: $title</h1>
 <p class="muted">$subtitle</p>
-<h2>Samples beside real images</h2>
-$samples
-<h2>Metrics</h2>
-$metrics
-<h2>Training curves</h2>
-$curves
-<h2>Memorisation audit: closest training images</h2>
-$memorisation
-<h2>Data quality of the training set</h2>
-$data_quality
+$sections
 <p class="muted">Written by <code>genforge report</code> on $created.</p>
 </body>
 </html>

@@ -59,6 +59,21 @@ class OptimizerSpec:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
+    # weight decay on matrices only (linear and embedding weights); biases, norm gains and other
+    # 1-D parameters get none, as GPT-2 and nanoGPT train transformers
+    decay_matrices_only: bool = False
+
+
+@dataclass
+class LRSchedule:
+    """The learning rate over a run, as a multiplier of the optimiser's lr: linear warmup over
+    the first `warmup_steps` steps, then `decay` (constant | cosine | linear) from 1 down to
+    `min_ratio` over the run's budget (its progress: steps, images or wall time, whichever ends
+    first, so a time-budgeted run still decays fully by its end)."""
+
+    decay: str = "constant"
+    warmup_steps: int = 0
+    min_ratio: float = 0.1
 
 
 @dataclass
@@ -72,6 +87,8 @@ class Phase:
     # output has a part per phase: every phase's gradients are taken before any optimiser steps
     # (simultaneous updates, as the TensorFlow DCGAN tutorial's train_step does)
     group: str = ""
+    schedule: LRSchedule = field(default_factory=LRSchedule)
+    clip_grad_norm: float = 0.0  # clip the phase's global gradient norm to this; 0 = off
 
 
 class GenerativeModel(nn.Module):
@@ -88,6 +105,12 @@ class GenerativeModel(nn.Module):
     # "generate": `sample` makes new images; "restore": the model maps corrupted images to clean
     # ones through `restore(images)` (deploy and the CLI pick the entry point from this)
     task: ClassVar[str] = "generate"
+    # differentially private training (train/privacy.py): the submodules whose parameters see real
+    # data. DP-SGD clips and noises every phase that updates one of them; the other phases get a
+    # batch without real data. None: every submodule a phase updates (the whole network).
+    private_modules: ClassVar[tuple[str, ...] | None] = None
+    # model config fields a new private run starts from (the config file and --set still win)
+    private_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any):
         super().__init__()
@@ -109,6 +132,11 @@ class GenerativeModel(nn.Module):
 
     def phases(self) -> list[Phase]:
         raise NotImplementedError
+
+    def private_training_problems(self) -> list[str]:
+        """Config choices that DP-SGD cannot honour, each naming the field and what to set
+        instead (train/privacy.py refuses the run with them); [] when there are none."""
+        return []
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
         raise NotImplementedError

@@ -211,6 +211,10 @@ class GAN(GenerativeModel):
     family = "gan"
     config_class = GANConfig
     ema_modules = ("generator",)
+    # only the discriminator sees real images: DP-SGD on its phase, the generator trained through
+    # it without noise (DP-GAN, GS-WGAN); with a fresh fake batch per step and public labels
+    private_modules = ("discriminator",)
+    private_defaults = {"reuse_fakes": False}
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
@@ -268,6 +272,28 @@ class GAN(GenerativeModel):
             ),
             Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas), group=group),
         ]
+
+    def private_training_problems(self) -> list[str]:
+        c, problems = self.config, []
+        if c.update == "simultaneous":
+            problems.append("model.update: simultaneous updates take the generator's gradient from the "
+                            "discriminator's forward on the private batch; use alternating")
+        if c.reuse_fakes and c.n_critic == 1 and self.conditional:
+            problems.append("model.reuse_fakes: the generator step would reuse fakes drawn for the private "
+                            "batch's labels; set it to false")
+        if c.gp_weight > 0:
+            problems.append("model.gp_weight: the gradient penalty differentiates the discriminator twice, "
+                            "which Opacus' per-sample gradients cannot follow; use 0 (loss bce or hinge)")
+        if c.spectral_norm:
+            problems.append("model.spectral_norm: spectral norm reparametrises the weights, and Opacus computes "
+                            "per-sample gradients of a layer's own parameters only; use false")
+        if c.d_norm == "batch":
+            problems.append("model.d_norm: batch norm mixes the examples of a batch, so no example's gradient "
+                            "is its own; use layer or none")
+        if self.augment is not None and self.augment.ada is not None:
+            problems.append("augment.diffaugment.ada: the ADA controller sets its probability from the "
+                            "discriminator's outputs on private images, outside the guarantee; use a fixed p")
+        return problems
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
         if phase not in self._steps:

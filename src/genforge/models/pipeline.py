@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from genforge.core.atomic import atomic_path, write_json
+from genforge.core.atomic import atomic_files, write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import GenforgeError
 from genforge.core.modality import lookup, modality_registry
@@ -68,21 +68,22 @@ def class_mix_labels(class_counts: list[int] | None, num_classes: int, n: int) -
 
 
 def save_model(model: GenerativeModel, name: str, directory: str | Path, info: dict[str, Any]) -> None:
-    """Write model.safetensors + model.json into `directory`, each atomically."""
+    """Write model.safetensors + model.json into `directory`; both replace the previous pair only
+    once both are written (a full disk leaves the previous model as it was)."""
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / MODEL_WEIGHTS) as tmp:
-        save_file(state, str(tmp))
-    write_json(
-        directory / MODEL_JSON,
-        {
-            "model": name,
-            "family": model.family,
-            "modality": model.modality,
-            "config": to_dict(model.config),
-            **info,
-        },
-    )
+    with atomic_files(directory, MODEL_WEIGHTS) as stage:
+        save_file(state, str(stage / MODEL_WEIGHTS))
+        write_json(
+            stage / MODEL_JSON,
+            {
+                "model": name,
+                "family": model.family,
+                "modality": model.modality,
+                "config": to_dict(model.config),
+                **info,
+            },
+        )
 
 
 @dataclass

@@ -100,6 +100,8 @@ class VAE(GenerativeModel):
     config_class = VAEConfig
     ema_modules = ("decoder",)
     uses_labels = False
+    # DP-SGD needs every trained parameter inside a layer's forward; a learned sigma is not
+    private_defaults = {"variance": "fixed"}
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -126,6 +128,12 @@ class VAE(GenerativeModel):
                 OptimizerSpec("adam", self.config.lr, self.config.betas),
             )
         ]
+
+    def private_training_problems(self) -> list[str]:
+        if self.scale.log_sigma.requires_grad:
+            return ["model.variance: a learned likelihood sigma is a parameter used outside any layer's "
+                    "forward, which Opacus cannot give per-sample gradients; use fixed"]
+        return []
 
     def _condition(self, labels: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
         if not self.conditional:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genforge.core.atomic import write_json, write_text
-from genforge.core.config import from_dict, to_dict
+from genforge.core.config import to_dict
 from genforge.scenarios.schema import Scenario, load_scenario
 
 EXPORT_SUFFIX = {"onnx": "onnx", "torchscript": "pt"}
@@ -83,27 +83,27 @@ def apply_overrides(sc: Scenario, data: str | None, max_time: str | None, steps:
 
 
 def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
-    from genforge.data.process.config import IngestConfig
-    from genforge.data.process.ingest import ingest
+    from genforge.data.ingesters import ingest
 
     d = sc.data
     if d.source is None:
         from genforge.core.errors import ConfigError
 
-        raise ConfigError(f"scenario {sc.name!r} has no data source of its own: pass --data PATH (an image folder or archive)")
+        raise ConfigError(f"scenario {sc.name!r} has no data source of its own: pass --data PATH")
     fields = {"size": d.size, "channels": d.channels, "val_fraction": d.val_fraction, "limit": d.limit, "seed": sc.train.seed}
-    cfg = from_dict(IngestConfig, {**{k: v for k, v in fields.items() if v is not None}, **d.options}, where="data")
-    result = ingest(d.source, out, cfg)
+    options = {**{k: v for k, v in fields.items() if v is not None}, **d.options}
+    _modality, result = ingest(d.source, out, options, modality=d.modality)
     m = result.manifest
-    splits = ", ".join(f"{s}={meta['count']}" for s, meta in m["splits"].items())
-    console.print(f"  dataset: {m['counts']['images']} images, {m['quarantined']} quarantined; splits {splits}")
+    splits = ", ".join(f"{s}={meta['count']:,}" for s, meta in m["splits"].items())
+    counts = ", ".join(f"{k} {v:,}" for k, v in m.get("counts", {}).items() if isinstance(v, int))
+    console.print(f"  {m.get('modality', 'image')} dataset: {counts}; splits {splits}")
     return out
 
 
 def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> dict[str, Any]:
     from genforge.train.launch import build_trainer
 
-    layers = {"model": sc.model.config, "train": sc.train.config, "augment": sc.augment}
+    layers = {"model": sc.model.config, "train": sc.train.config, "augment": sc.augment, "privacy": sc.privacy}
     cfg_file = run_dir / "train-config.yaml"
     write_text(cfg_file, yaml.safe_dump(layers, sort_keys=False))
     flags = {"max_time": sc.train.max_time, "steps": sc.train.steps, "seed": sc.train.seed}
@@ -118,7 +118,9 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> dict
 def _evaluate(sc: Scenario, dataset: Path, run_dir: Path) -> dict[str, Any]:
     from genforge.evaluate.evaluate import EvalConfig, evaluate
 
-    cfg = EvalConfig(n=sc.evaluate.n, features=sc.evaluate.features, seed=sc.train.seed)
+    cfg = EvalConfig(n=sc.evaluate.n, features=sc.evaluate.features, seed=sc.train.seed,
+                     options=dict(sc.evaluate.options), utility=sc.evaluate.utility,
+                     membership=sc.evaluate.membership)  # fmt: skip
     return evaluate(run_dir, dataset, cfg, out=run_dir / "metrics.json")
 
 

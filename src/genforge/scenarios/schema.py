@@ -9,16 +9,18 @@ from typing import Any
 
 from genforge.core.config import from_dict, load_file
 from genforge.core.errors import ConfigError
+from genforge.evaluate.privacy.config import MembershipConfig, UtilityConfig
 
 
 @dataclass
 class DataSection:
     source: str | None = "digits"  # a source name or path, as `genforge data ingest` takes; None: --data required
-    size: list[int] | None = None  # [H, W]; None keeps the source's size
-    channels: int | None = None
-    val_fraction: float = 0.1
+    modality: str = "auto"  # image | text | auto (as `genforge data ingest --modality`)
+    size: list[int] | None = None  # [H, W]; None keeps the source's size (images)
+    channels: int | None = None  # images
+    val_fraction: float | None = None  # None: the modality's default
     limit: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # further ingest options
+    options: dict[str, Any] = field(default_factory=dict)  # further ingest options of the modality
 
 
 @dataclass
@@ -59,8 +61,11 @@ class Gate:
 
 @dataclass
 class EvaluateSection:
-    n: int = 2000
+    n: int | None = None  # samples; None: the modality's default (genforge eval's)
     features: str | None = None  # None: the extractor the evaluate stage picks for the data
+    options: dict[str, Any] = field(default_factory=dict)  # the modality's own settings (text: max_tokens, ...)
+    utility: UtilityConfig = field(default_factory=UtilityConfig)  # TSTR beside TRTR (docs/metrics.md)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)  # membership-inference audit
     gates: list[Gate] = field(default_factory=list)
 
 
@@ -86,6 +91,8 @@ class Scenario:
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     export: ExportSection = field(default_factory=ExportSection)
     serve: ServeSection = field(default_factory=ServeSection)
+    # differentially private training: train/privacy.py PrivacyConfig fields (epsilon, delta, ...)
+    privacy: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS = "presets"

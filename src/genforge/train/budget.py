@@ -1,9 +1,11 @@
-"""Training budgets: steps, images or wall time, whichever ends first."""
+"""Training budgets: steps, images, wall time or a further rule (the privacy budget), whichever
+ends first."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from genforge.core.errors import ConfigError
 
@@ -31,11 +33,22 @@ def parse_duration(text: str | float | int, where: str = "duration") -> float:
     return seconds
 
 
+class StopRule(Protocol):
+    """A further limit on training, e.g. the privacy budget (train/privacy.py)."""
+
+    def exhausted(self, step: int) -> str | None:
+        """Why step `step` must not run, or None."""
+
+    def fraction(self, step: int) -> float:
+        """Progress in [0, 1] towards the limit."""
+
+
 @dataclass
 class Budget:
     steps: int | None = None
     images: int | None = None
     seconds: float | None = None
+    rules: list[Any] = field(default_factory=list)  # StopRules, checked after the three limits
 
     def exhausted(self, step: int, images: int, elapsed: float) -> str | None:
         """The reason training must stop now, or None."""
@@ -45,6 +58,10 @@ class Budget:
             return f"image budget reached ({self.images} images)"
         if self.seconds is not None and elapsed >= self.seconds:
             return f"time budget reached ({self.seconds:g} s)"
+        for rule in self.rules:
+            reason = rule.exhausted(step)
+            if reason is not None:
+                return reason
         return None
 
     def fraction(self, step: int, images: int, elapsed: float) -> float:
@@ -56,4 +73,5 @@ class Budget:
             parts.append(images / self.images)
         if self.seconds:
             parts.append(elapsed / self.seconds)
+        parts += [rule.fraction(step) for rule in self.rules]
         return min(1.0, max(parts, default=0.0))

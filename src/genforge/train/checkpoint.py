@@ -6,6 +6,8 @@
     checkpoints/best.json                        which step is best by the configured metric
 
 Loading reads tensors and JSON only: nothing is unpickled, so a checkpoint cannot run code.
+A checkpoint whose files are truncated, unparsable or missing raises `CorruptCheckpoint`;
+`--resume` then sets it aside (`step-NNNNNNN.corrupt`) and falls back to the one before.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from safetensors.torch import load_file, save_file
 
 from genforge.core.atomic import atomic_dir, write_json
 from genforge.core.errors import GenforgeError
+
+try:
+    from safetensors import SafetensorError
+except ImportError:  # older safetensors: the Rust errors are not exported
+    SafetensorError = ValueError
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -133,11 +140,21 @@ def save(directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dic
     return target
 
 
+class CorruptCheckpoint(GenforgeError):
+    """A checkpoint's files are truncated, unparsable or missing (not: unreadable for permissions)."""
+
+
 def load(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     try:
         tensors = load_file(str(path / STATE_TENSORS), device=str(device))
         meta = json.loads((path / STATE_JSON).read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+            raise ValueError(f"{STATE_JSON} holds no step number")
+    except (FileNotFoundError, SafetensorError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        missing = isinstance(exc, FileNotFoundError) and isinstance(exc.filename, str)
+        what = f"{Path(exc.filename).name} is missing" if missing else exc
+        raise CorruptCheckpoint(f"{path}: damaged checkpoint ({what})") from None
     except Exception as exc:
         raise GenforgeError(f"{path}: cannot read checkpoint ({exc})") from None
     return tensors, meta
@@ -154,6 +171,27 @@ def list_steps(directory: Path) -> list[int]:
         if m and (child / STATE_JSON).is_file() and (child / STATE_TENSORS).is_file():
             steps.append(int(m.group(1)))
     return sorted(steps)
+
+
+def candidates(directory: Path) -> list[Path]:
+    """Every step-NNNNNNN directory, newest first, complete or not (resume checks each in turn)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), c) for c in directory.iterdir() if (m := _STEP_DIR.match(c.name)) and c.is_dir()]
+    return [c for _, c in sorted(found, reverse=True)]
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to step-NNNNNNN.corrupt[-K], out of every listing; its new path."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    k = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{k}")
+        k += 1
+    path.rename(target)
+    return target
 
 
 def latest(directory: Path) -> Path | None:

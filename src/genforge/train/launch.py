@@ -1,8 +1,9 @@
 """From command-line options to a configured `Trainer`: layered configs and resume checks.
 
 Config layers, later wins: the family's defaults for the dataset's shape (or, on resume,
-the run's saved config), the YAML/JSON file's `model:`/`train:`/`augment:` sections, `--set
-section.key=value` items, then the explicit flags (--steps, --batch-size, ...).
+the run's saved config), the YAML/JSON file's `model:`/`train:`/`augment:`/`privacy:` sections,
+`--set section.key=value` items, then the explicit flags (--steps, --batch-size, --dp-epsilon, ...).
+A private run (train/privacy.py) starts its model config from the family's `private_defaults`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from genforge.core.config import from_dict, load_file, to_dict
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.train.config import RESUMABLE_CHANGES, TrainConfig
 
-SECTIONS = ("model", "train", "augment")
+SECTIONS = ("model", "train", "augment", "privacy")
 
 
 def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -42,12 +43,23 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: cannot read the value ({exc})") from None
+        value = _yaml11_float(value)
         node = out.setdefault(section, {})
         *parents, leaf = field.split(".")
         for part in parents:  # nested sub-configs, e.g. model.diffaugment.p=0.3
             node = node.setdefault(part, {})
         node[leaf] = value
     return out
+
+
+def _yaml11_float(value: Any) -> Any:
+    """YAML 1.1 reads `3e-3` (no dot) as a string; users mean the number."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in "eE") else value
+        except ValueError:
+            return value
+    return value
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -169,14 +181,23 @@ def build_trainer(
     resume: bool = False,
     conditional: bool = False,
     callbacks: list | tuple = (),
+    init_from: str | Path | None = None,
+    privacy: dict[str, Any] | None = None,
 ):
-    """A Trainer for run directory `out`; `flags` are TrainConfig fields from explicit options."""
+    """A Trainer for run directory `out`; `flags` are TrainConfig fields from explicit options,
+    `privacy` PrivacyConfig fields from explicit options (--dp-epsilon, ...); `init_from` a
+    finished run whose weights the new run starts from (train/init_from.py)."""
+    from genforge.core.lock import ensure_free
     from genforge.data.canonical import open_dataset
     from genforge.train.trainer import RUN_JSON, Trainer
 
     out = Path(out)
+    ensure_free(out)  # another process training this run: say so before anything else
     run_json = out / RUN_JSON
-    saved = json.loads(run_json.read_text()) if run_json.is_file() else None
+    try:
+        saved = json.loads(run_json.read_text()) if run_json.is_file() else None
+    except (OSError, ValueError) as exc:
+        raise GenforgeError(f"{run_json}: cannot read the run's config ({exc})") from None
     if saved is not None and not resume:
         raise GenforgeError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
@@ -186,6 +207,14 @@ def build_trainer(
             raise ConfigError(f"--resume: {out} trained model {saved['model']!r}, not {model_name!r}")
         model_name = saved["model"]
         data = data or saved["dataset"]["path"]
+    base = _init_from(init_from, saved, out)
+    if base is not None and base.state is not None:
+        from genforge.models.registry import MODELS
+        from genforge.train.init_from import check_family
+
+        model_name = model_name or base.record["model"]
+        ensure_models_registered(model_name)
+        check_family(base, model_name, MODELS.get(model_name).family)  # before its config is read
     if model_name is None or data is None:
         raise ConfigError("give --model NAME and --data DATASET_DIR")
     dataset = open_dataset(data)
@@ -203,13 +232,18 @@ def build_trainer(
     )
     augment_section = merge(saved_augment, layers["augment"])
     model_overrides = route_diffaugment(model_name, augment_section, layers["model"])
-    mcfg = model_config(
-        model_name, dataset, model_overrides, conditional, saved["model_config"] if saved else None
-    )
+    privacy_cfg = privacy_config(saved, layers["privacy"], privacy)
+    if privacy_cfg is not None and saved is None:
+        model_overrides = merge(private_defaults(model_name), model_overrides)
+    # a fine-tuning run starts from the base's config (its architecture), overridden as usual
+    start_config = saved["model_config"] if saved else base.config if base is not None else None
+    mcfg = model_config(model_name, dataset, model_overrides, conditional, start_config)
     augment, augment_cfg = augment_from_config(augment_section)
     if saved is not None:
         _check_resume_changes(saved["train"], to_dict(train_cfg), "train", RESUMABLE_CHANGES)
         _check_resume_changes(saved["model_config"], to_dict(mcfg), "model", ())
+        new_privacy = to_dict(privacy_cfg) if privacy_cfg is not None else {}
+        _check_resume_changes(saved.get("privacy") or {}, new_privacy, "privacy", ())
     trainer = Trainer(
         model_name,
         mcfg,
@@ -219,5 +253,50 @@ def build_trainer(
         callbacks=list(callbacks),
         augment=augment,
         augment_config=augment_cfg,
+        init_from=base,
+        privacy=privacy_cfg,
     )
     return trainer
+
+
+def privacy_config(saved: dict[str, Any] | None, section: dict[str, Any],
+                   flags: dict[str, Any] | None) -> Any:  # fmt: skip
+    """The run's PrivacyConfig (train/privacy.py), or None for a run without DP: the saved one on
+    resume, the config file's `privacy:` section and --set privacy.* items, then the flags."""
+    from genforge.train.privacy import PrivacyConfig
+
+    fields = merge(merge((saved or {}).get("privacy") or {}, section),
+                   {k: v for k, v in (flags or {}).items() if v is not None})  # fmt: skip
+    if not fields:
+        return None
+    cfg = from_dict(PrivacyConfig, fields, where="privacy")
+    if not cfg.enabled:
+        raise ConfigError(
+            f"privacy: {', '.join(sorted(fields))} given, but no privacy.epsilon (the target, --dp-epsilon) "
+            "nor privacy.noise_multiplier: give one to train with differential privacy"
+        )
+    return cfg
+
+
+def private_defaults(model_name: str) -> dict[str, Any]:
+    """The model config fields a family's private runs start from (GenerativeModel.private_defaults)."""
+    from genforge.models.registry import MODELS
+
+    ensure_models_registered(model_name)
+    return dict(MODELS.get(model_name).private_defaults)
+
+
+def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: Path):
+    """The base run of `--init-from`; on resume, the record of the one the run started from."""
+    from genforge.train.init_from import InitFrom, read_base_run
+
+    recorded = (saved or {}).get("init_from")
+    if saved is not None:
+        if init_from is not None and (recorded is None or Path(init_from).resolve() != Path(recorded["path"])):
+            raise ConfigError(
+                f"--resume continues {out} from its checkpoints; it did not start from {init_from} "
+                f"({'it started from ' + recorded['path'] if recorded else 'it trained from scratch'}): "
+                "drop --init-from"
+            )
+        return InitFrom(recorded) if recorded else None
+    return read_base_run(init_from) if init_from is not None else None

@@ -59,6 +59,10 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.add_image(tag, grid_hwc, step, dataformats="HWC")
 
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
+
     def close(self) -> None:
         self._fh.close()
         if self._tb is not None:

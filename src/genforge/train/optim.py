@@ -25,6 +25,10 @@ def build_optimizer(
     kwargs = {"lr": spec.lr, "betas": tuple(spec.betas), "weight_decay": spec.weight_decay}
     if spec.lr <= 0:
         raise ConfigError(f"optimizer {spec.name}: lr must be positive, got {spec.lr}")
+    if spec.decay_matrices_only and spec.weight_decay:
+        matrices = [p for p in params if p.dim() >= 2]
+        vectors = [p for p in params if p.dim() < 2]
+        params = [{"params": matrices}, {"params": vectors, "weight_decay": 0.0}]  # type: ignore[list-item]
     if impl != "auto":
         return cls(params, **kwargs, **_IMPL_KWARGS[impl])
     try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ import torch
 from genforge import __version__
 from genforge.core.atomic import write_json
 from genforge.core.config import to_dict
-from genforge.core.errors import ConfigError, GenforgeError
+from genforge.core.errors import ConfigError, DiskFullError, GenforgeError
 from genforge.core.host_memory import retain_freed_memory
-from genforge.models.base import Batch, GenerativeModel, ModelOutput
+from genforge.core.lock import DirLock
+from genforge.models.base import Batch, GenerativeModel, LRSchedule, ModelOutput
 from genforge.models.pipeline import class_mix_labels, save_model
 from genforge.models.registry import MODELS
 from genforge.train import checkpoint as ckpt
@@ -33,11 +35,12 @@ from genforge.train.budget import Budget, parse_duration
 from genforge.train.callbacks import Callback
 from genforge.train.config import TrainConfig
 from genforge.train.ema import EMA
+from genforge.train.feeds import feed_for
 from genforge.train.guard import DivergenceGuard
 from genforge.train.logs import MetricsLog, Progress
 from genforge.train.optim import build_optimizer
-from genforge.train.feeds import feed_for
 from genforge.train.precision import resolve_device, resolve_precision
+from genforge.train.schedule import check_schedule, is_constant, lr_factor
 
 RUN_JSON = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -54,6 +57,8 @@ class _PhaseRuntime:
     repeats: int
     scaler: Any = None  # torch.amp.GradScaler for fp16
     group: str = ""  # Phase.group: run from one forward with the other phases of the group
+    schedule: LRSchedule = field(default_factory=LRSchedule)
+    clip_grad_norm: float = 0.0
 
 
 class Trainer:
@@ -69,12 +74,15 @@ class Trainer:
         augment: Any = None,
         augment_config: Any = None,
         context: dist.DistContext | None = None,
+        init_from: Any = None,  # train.init_from.InitFrom: the base run of a fine-tuning run
+        privacy: Any = None,  # train.privacy.PrivacyConfig: train with DP-SGD (None: without)
     ):
         if not config.has_budget:
             raise ConfigError(
                 "no training budget: give --steps, --images or --max-time (train.steps/images/max_time)"
             )
         self.model_name, self.config, self.dataset = model_name, config, dataset
+        self.privacy = privacy if privacy is not None and privacy.enabled else None  # the feed reads it
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks)
         self.augment, self.augment_config = augment, augment_config
@@ -99,6 +107,12 @@ class Trainer:
             config.seed
         )  # same initial weights on every rank (rank 0's are broadcast anyway)
         self.model: GenerativeModel = MODELS.get(model_name)(model_config).to(self.device)
+        self.init_from = init_from
+        if init_from is not None and init_from.state is not None:
+            from genforge.train.init_from import check_family, load_base_weights
+
+            check_family(init_from, model_name, self.model.family)
+            load_base_weights(self.model, init_from)  # before the EMA copies the weights
         self._seed_everything(config.seed + self.ctx.rank)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -110,10 +124,18 @@ class Trainer:
         # the modality's part: batches, resumable position, sample writing (train/feeds/)
         self.feed = feed_for(dataset.modality)(self)
         self.feed.check_fits(self.model)
+        if init_from is not None and init_from.state is not None:
+            self.feed.check_base_run(init_from.path)
         self.loader = getattr(self.feed, "loader", self.feed)
 
         self.phases = self._build_phases()
         self._units = self._group_units()
+        # DP-SGD (train/privacy.py): wraps the private phases' optimisers, hooks their modules
+        self.private = None
+        if self.privacy is not None:
+            from genforge.train.privacy import PrivateTraining
+
+            self.private = PrivateTraining(self, self.privacy)
         self.ema = (
             EMA(self.model, self.model.ema_modules, config.ema_decay, config.ema_warmup)
             if config.ema and self.model.ema_modules
@@ -124,6 +146,7 @@ class Trainer:
             config.steps,
             config.images,
             parse_duration(config.max_time, "train.max_time") if config.max_time else None,
+            rules=[self.private] if self.private is not None else [],
         )
         self.step = 0
         self.images_seen = 0
@@ -180,6 +203,7 @@ class Trainer:
                 raise ConfigError(
                     f"model {self.model_name}: phase {phase.name!r} has no trainable parameters"
                 )
+            check_schedule(phase.schedule, f"model {self.model_name}: phase {phase.name!r} schedule")
             opt = build_optimizer(phase.optimizer, params, self.config.optimizer_impl)
             scaler = torch.amp.GradScaler(self.device.type) if self.precision.needs_scaler else None
             base_lrs = [g["lr"] for g in opt.param_groups]
@@ -193,9 +217,12 @@ class Trainer:
                     max(1, phase.repeats),
                     scaler,
                     phase.group,
+                    phase.schedule,
+                    max(0.0, phase.clip_grad_norm),
                 )
             )
         self._check_groups(phases)
+        self._scheduled = any(not is_constant(ph.schedule) for ph in phases)
         return phases
 
     def _check_groups(self, phases: list[_PhaseRuntime]) -> None:
@@ -230,6 +257,8 @@ class Trainer:
         return self.feed.next_batch()
 
     def _train_step(self, step: int) -> None:
+        if self._scheduled:
+            self._apply_lr_scale()
         batch = self._next_batch()
         for unit in self._units:
             if len(unit) > 1:
@@ -240,14 +269,20 @@ class Trainer:
                 continue
             for repeat in range(ph.repeats):
                 b = batch if repeat == 0 else self._next_batch()
-                with self.precision.autocast():
-                    out = self.model.training_step(ph.name, b, step)
-                ph.optimizer.zero_grad(set_to_none=True)
-                self._backward(ph, out.loss)
-                self._optimizer_step(ph)
-                self._record(ph.name, out)
+                if self.private is not None:
+                    self.private.run_phase(ph, b, step, repeat, self._phase_step)
+                else:
+                    self._phase_step(ph, b, step)
         if self.ema is not None:
             self.ema.update(step)
+
+    def _phase_step(self, ph: _PhaseRuntime, batch: Batch, step: int) -> None:
+        with self.precision.autocast():
+            out = self.model.training_step(ph.name, batch, step)
+        ph.optimizer.zero_grad(set_to_none=True)
+        self._backward(ph, out.loss)
+        self._optimizer_step(ph)
+        self._record(ph.name, out)
 
     def _grouped_step(self, unit: list[_PhaseRuntime], batch: Batch, step: int) -> None:
         """One forward for the group; each phase's gradients (of its own loss, for its own
@@ -272,6 +307,11 @@ class Trainer:
         dist.reduce_gradients(self.ctx, ph.params)
 
     def _optimizer_step(self, ph: _PhaseRuntime) -> None:
+        if ph.clip_grad_norm:
+            if ph.scaler is not None:
+                ph.scaler.unscale_(ph.optimizer)  # clip the true gradients, not the scaled ones
+            norm = torch.nn.utils.clip_grad_norm_(ph.params, ph.clip_grad_norm, foreach=True)
+            self._accumulate(f"{ph.name}/grad_norm", norm)
         if ph.scaler is not None:
             ph.scaler.step(ph.optimizer)
             ph.scaler.update()
@@ -283,15 +323,24 @@ class Trainer:
             self.guard.observe(out.loss)
         items = {f"{phase}/loss": out.loss, **{f"{phase}/{k}": v for k, v in out.terms.items()}}
         for key, value in items.items():
-            v = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
-            self._acc[key] = self._acc[key] + v if key in self._acc else v
-            self._acc_n[key] = self._acc_n.get(key, 0) + 1
+            self._accumulate(key, value)
+
+    def _accumulate(self, key: str, value: torch.Tensor | float) -> None:
+        """Add `value` to the mean of `key` logged at the next log step (no device sync)."""
+        v = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+        self._acc[key] = self._acc[key] + v if key in self._acc else v
+        self._acc_n[key] = self._acc_n.get(key, 0) + 1
 
     def elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self._t0)
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train until the budget is spent; returns a summary. Rank 0 writes the run directory."""
+        """Train until the budget is spent; returns a summary. Rank 0 writes the run directory,
+        holding its lock (core/lock.py): a second process training the same run is refused."""
+        with DirLock(self.run_dir) if self.ctx.is_main else contextlib.nullcontext():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         main = self.ctx.is_main
         resumed_from = self._resume() if resume else None
         if main:
@@ -399,6 +448,8 @@ class Trainer:
             record[f"lr/{ph.name}"] = ph.optimizer.param_groups[0]["lr"]
         if self.ema is not None:
             record["ema_decay"] = self.ema.decay_at(self.step)
+        if self.private is not None:
+            record.update(self.private.log_values())
         self.log_metrics(self.step, record)
 
     def log_metrics(self, step: int, values: dict[str, Any]) -> None:
@@ -457,7 +508,8 @@ class Trainer:
         # the class frequencies the model saw: conditional sampling for evaluation draws labels
         # in these proportions (models/pipeline.py `class_mix_labels`)
         split = self.dataset.split(self.config.split)
-        return {**self.dataset.describe(), "split": split.name, "class_counts": split.class_counts}
+        info = {**self.dataset.describe(), "split": split.name, "class_counts": split.class_counts}
+        return self.private.public_dataset_info(info) if self.private is not None else info
 
     def save_final(self) -> None:
         use_ema = self.ema is not None and self.config.final_weights == "ema"
@@ -468,10 +520,15 @@ class Trainer:
             "ema": use_ema,
             "train": to_dict(self.config),
             "genforge_version": __version__,
+            **self._init_from_record(),
+            **({"privacy": self.private.record()} if self.private is not None else {}),
         }
         ctx = self.ema.applied() if use_ema else contextlib.nullcontext()
         with ctx:
             save_model(self.model, self.model_name, self.run_dir, info)
+
+    def _init_from_record(self) -> dict[str, Any]:
+        return {"init_from": self.init_from.record} if self.init_from is not None else {}
 
     def _write_run_json(self) -> None:
         write_json(
@@ -488,6 +545,10 @@ class Trainer:
                 "precision": self.precision.name,
                 "genforge_version": __version__,
                 "torch_version": torch.__version__,
+                **self._init_from_record(),
+                "torch_threads": torch.get_num_threads(),
+                "privacy": self.private.resolved_config() if self.private is not None else None,
+                "private_training": self.private.setup() if self.private is not None else None,
             },
         )
 
@@ -536,6 +597,7 @@ class Trainer:
             "model_state": training_state() if callable(training_state) else None,
             "metrics": {k: v for k, v in self.last_metrics.items() if isinstance(v, int | float)},
             "world_size": self.ctx.world_size,
+            "privacy": self.private.state_dict() if self.private is not None else None,
         }
         return tensors, meta
 
@@ -572,6 +634,8 @@ class Trainer:
         load_training_state = getattr(self.model, "load_training_state", None)
         if callable(load_training_state) and meta.get("model_state") is not None:
             load_training_state(meta["model_state"])
+        if self.private is not None:  # a rollback (keep_guard) does not refund the privacy spent
+            self.private.load_state_dict(meta.get("privacy"), keep_spent=keep_guard)
         if not keep_guard:
             self.guard.load_state(meta.get("guard", {}))
         self.last_metrics = dict(meta.get("metrics", {}))
@@ -580,9 +644,22 @@ class Trainer:
         self.guard.reset()
 
     def _apply_lr_scale(self) -> None:
+        """Each optimiser's lr: its base lr x the divergence guard's scale x the phase's schedule
+        at the current step and budget progress."""
+        progress = self._budget_progress() if self._scheduled else 0.0
         for ph in self.phases:
+            factor = self.guard.lr_scale * lr_factor(ph.schedule, self.step, progress)
             for group, base in zip(ph.optimizer.param_groups, ph.base_lrs, strict=True):
-                group["lr"] = base * self.guard.lr_scale
+                group["lr"] = base * factor
+
+    def _budget_progress(self) -> float:
+        elapsed = self.elapsed() if hasattr(self, "_t0") else self.elapsed_before
+        progress = self.budget.fraction(self.step, self.images_seen, elapsed)
+        if self.ctx.enabled and self.budget.seconds is not None:
+            # every rank reads its own clock: agree on one value, or the replicas' lrs would differ
+            value = torch.tensor(progress, dtype=torch.float64, device=self.device)
+            progress = float(dist.all_reduce_max(self.ctx, value).item())
+        return progress
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -599,7 +676,12 @@ class Trainer:
         tensors, meta = self.capture_state()
         path = None
         if self.ctx.is_main:
-            path = ckpt.save(self.checkpoint_dir, self.step, tensors, meta)
+            try:
+                path = ckpt.save(self.checkpoint_dir, self.step, tensors, meta)
+            except DiskFullError as exc:
+                last = ckpt.latest(self.checkpoint_dir)
+                where = f"the last checkpoint is {last.name}: --resume continues from it" if last else "no checkpoint yet"
+                raise DiskFullError(f"{exc}. Training stopped at step {self.step}; {where}") from exc
             metric = self.config.best_metric
             ckpt.update_best(
                 self.checkpoint_dir, self.step, metric, self.last_metrics.get(metric), self.config.best_mode
@@ -611,12 +693,33 @@ class Trainer:
         return path
 
     def _resume(self) -> Path | None:
-        path = ckpt.latest(self.checkpoint_dir)
-        if path is None:
-            return None
-        tensors, meta = ckpt.load(path, self.device)
-        self.restore_state(tensors, meta)
-        return path
+        """Restore the newest checkpoint that reads. Damaged newer ones (truncated, unparsable,
+        a file missing) are set aside as step-NNNNNNN.corrupt with a warning; when none reads,
+        a GenforgeError names them all."""
+        damaged: list[tuple[Path, ckpt.CorruptCheckpoint]] = []
+        for path in ckpt.candidates(self.checkpoint_dir):
+            try:
+                tensors, meta = ckpt.load(path, self.device)
+            except ckpt.CorruptCheckpoint as exc:
+                damaged.append((path, exc))
+                continue
+            self.restore_state(tensors, meta)
+            for bad, exc in damaged:
+                note = ""
+                if self.ctx.is_main and bad.exists():  # other ranks leave the renaming to rank 0
+                    try:
+                        note = f"; set aside as {ckpt.set_aside(bad).name}"
+                    except OSError as err:
+                        note = f"; could not set it aside ({err})"
+                print(f"warning: {exc}{note}; resuming from {path.name} instead", file=sys.stderr, flush=True)
+            return path
+        if damaged:
+            raise GenforgeError(
+                "--resume: no checkpoint of the run can be read: "
+                + "; ".join(str(exc) for _, exc in damaged)
+                + f". Move {self.checkpoint_dir} away to train the run from the start"
+            )
+        return None
 
     def _check_divergence(self, check_weights: bool = False) -> bool:
         """Roll back when a loss went non-finite (or the weights, checked before saving); True if rolled back."""

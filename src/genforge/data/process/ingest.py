@@ -1,6 +1,8 @@
 """`genforge data ingest`: source -> decoded, validated, deduplicated, split canonical dataset + report.
 
-The dataset directory appears all at once (an atomic rename) with its report, or not at all.
+The dataset directory appears all at once (an atomic rename) with its report, or not at all; a
+full disk leaves the previous dataset as it was. One process at a time writes a dataset directory
+(core/lock.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from genforge.core.atomic import atomic_dir, write_json
 from genforge.core.config import save_json, to_dict
 from genforge.core.errors import DataError
+from genforge.core.lock import DirLock
 from genforge.data.canonical import SplitData, write_dataset
 from genforge.data.process.analysis import DatasetAnalysis, ImageAnalysis, duplicates_of
 from genforge.data.process.config import CONFIG_FILE, PROCESS_LOG, IngestConfig
@@ -189,7 +192,7 @@ def ingest(
 
     cfg = config or IngestConfig()
     items = _open(source)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with DirLock(out), atomic_dir(out, overwrite=overwrite) as tmp:
         got = _collect(items, cfg, progress)
         description = _describe(source, items)
         if not got.origin:

@@ -111,9 +111,10 @@ def _run_in_worker(payloads: list[Payload]) -> BatchResult:
 
 
 def auto_workers() -> int:
-    import os
+    from genforge.core.threads import budget
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # the cores this process may use: --threads / OMP_NUM_THREADS / the cores free at start
+    cores = budget()
     return min(2, cores) if cores > 1 else 0
 
 

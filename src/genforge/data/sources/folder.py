@@ -41,6 +41,8 @@ def os_reason(exc: OSError) -> str:
 
 class FolderSource:
     name = "folder"
+    # the file names that are items: the text folder source walks with its own
+    wanted = staticmethod(is_image_name)
 
     def __init__(self, root: str | Path, options: FolderOptions):
         self.root = Path(root)
@@ -97,7 +99,7 @@ class FolderSource:
                 link = entry.is_symlink()
                 st = os.stat(path) if link else entry.stat(follow_symlinks=False)
             except OSError as exc:
-                if is_image_name(entry.name) or exc.errno == errno.ELOOP:
+                if self.wanted(entry.name) or exc.errno == errno.ELOOP:
                     yield RawItem(origin=str(path), split=split, label=label, error=os_reason(exc))
                 continue
             if stat.S_ISDIR(st.st_mode):
@@ -113,7 +115,7 @@ class FolderSource:
                     )
                     continue
                 yield from self._walk(path, (*folders, entry.name), ancestors | {key})
-            elif not is_image_name(entry.name):
+            elif not self.wanted(entry.name):
                 continue
             elif stat.S_ISREG(st.st_mode):
                 yield self._read(path, split, label)

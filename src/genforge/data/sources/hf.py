@@ -90,22 +90,38 @@ def pick_columns(features: Any, options: HfOptions, where: str) -> Columns:
     return Columns(image, isinstance(features[image], datasets.Image), label, names)
 
 
+def load_parts(spec: str, split: str | None = None) -> dict[str, Any]:
+    """{HF split name ('' for an unsplit data set): Dataset} of `hf:NAME[:SPLIT]` or a directory
+    written by `save_to_disk`; `split` (or the spec's `:SPLIT`) keeps one split. The text sources
+    load through this too."""
+    datasets = _datasets()
+    try:
+        if spec.startswith("hf:"):
+            name, _, spec_split = spec[3:].partition(":")
+            split = split or spec_split or None
+            loaded = datasets.load_dataset(name, split=spec_split or None)
+        else:
+            loaded = datasets.load_from_disk(spec)
+    except Exception as exc:  # datasets raises many unrelated types (network, FileNotFound, ValueError)
+        raise DataError(
+            f"{spec}: cannot load the Hugging Face data set ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is not None:
+            if split not in loaded:
+                raise DataError(f"{spec}: no split {split!r}; splits: {', '.join(loaded)}")
+            return {split: loaded[split]}
+        return dict(loaded)
+    return {split or "": loaded}
+
+
 class HfSource:
     name = "hf"
 
     def __init__(self, spec: str, options: HfOptions):
         self.spec = spec
         self.options = options
-        datasets = _datasets()
-        loaded = self._load(datasets)
-        if isinstance(loaded, datasets.DatasetDict):
-            if options.split is not None:
-                if options.split not in loaded:
-                    raise DataError(f"{spec}: no split {options.split!r}; splits: {', '.join(loaded)}")
-                loaded = {options.split: loaded[options.split]}
-            self.parts = dict(loaded)
-        else:
-            self.parts = {options.split or "": loaded}
+        self.parts = load_parts(spec, options.split)
         first = next(iter(self.parts.values()))
         self.columns = pick_columns(first.features, options, spec)
         if self.columns.label_names is not None:
@@ -115,21 +131,6 @@ class HfSource:
             self.class_names = label_names(values)
         else:
             self.class_names = []
-
-    def _load(self, datasets: Any) -> Any:
-        try:
-            if self.spec.startswith("hf:"):
-                name, _, split = self.spec[3:].partition(":")
-                if split and self.options.split is None:
-                    self.options.split = split
-                return datasets.load_dataset(name, split=split or None)
-            return datasets.load_from_disk(self.spec)
-        except DataError:
-            raise
-        except Exception as exc:  # datasets raises many unrelated types (network, FileNotFound, ValueError)
-            raise DataError(
-                f"{self.spec}: cannot load the Hugging Face data set ({type(exc).__name__}: {exc})"
-            ) from None
 
     def describe(self) -> dict[str, Any]:
         return {

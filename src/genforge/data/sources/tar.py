@@ -14,7 +14,7 @@ import itertools
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class _CheckedTarInfo(tarfile.TarInfo):
 
 class TarSource:
     name = "tar"
+    # the member file names that are items: the text tar source streams with its own
+    wanted = staticmethod(is_image_name)
 
     def __init__(self, path: str | Path, options: SourceOptions):
         self.path = Path(path)
@@ -70,13 +72,16 @@ class TarSource:
     def __iter__(self) -> Iterator[RawItem]:
         return limited(self._members(), self.options.limit)
 
+    def _wants(self, member: str) -> bool:
+        return self.wanted(member[member.rfind("/") + 1 :])
+
     def _members(self) -> Iterator[RawItem]:
         archive = str(self.path)
         places: dict[str, tuple[str | None, str | None]] = {}
         labels: set[str] = set()
         last = "(start of archive)"
         try:
-            for name, kind, size, data in _entries(archive):
+            for name, kind, size, data in _entries(archive, self._wants):
                 where = places.get(folder := name[: max(name.rfind("/"), 0)])
                 if where is None:
                     where = places[folder] = place([p for p in folder.split("/") if p and p != "."])
@@ -106,9 +111,10 @@ def _wanted(name: str) -> bool:
     return is_image_name(name[name.rfind("/") + 1 :])
 
 
-def _entries(archive: str) -> Iterator[Entry]:
-    """Image members as (name, kind, size, data): the fast reader, replaced by `tarfile` from
-    the start (skipping what was already given) where it meets a feature it leaves to tarfile."""
+def _entries(archive: str, want: Callable[[str], bool] = _wanted) -> Iterator[Entry]:
+    """Members whose name `want`s them (default: images) as (name, kind, size, data): the fast
+    reader, replaced by `tarfile` from the start (skipping what was already given) where it meets
+    a feature it leaves to tarfile. The text sources read their members through this too."""
     given = 0
     try:
         stream = open_stream(archive)
@@ -117,7 +123,7 @@ def _entries(archive: str) -> Iterator[Entry]:
     with stream:
         reader = TarStream(stream)
         try:
-            for entry in reader.members(_wanted):
+            for entry in reader.members(want):
                 yield entry
                 given += 1
             return
@@ -127,10 +133,10 @@ def _entries(archive: str) -> Iterator[Entry]:
             if not reader.started:
                 raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
             raise
-    yield from itertools.islice(_tarfile_entries(archive), given, None)
+    yield from itertools.islice(_tarfile_entries(archive, want), given, None)
 
 
-def _tarfile_entries(archive: str) -> Iterator[Entry]:
+def _tarfile_entries(archive: str, want: Callable[[str], bool] = _wanted) -> Iterator[Entry]:
     try:
         tar = tarfile.open(archive, mode="r|*", tarinfo=_CheckedTarInfo)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
@@ -140,7 +146,7 @@ def _tarfile_entries(archive: str) -> Iterator[Entry]:
         while (member := tar.next()) is not None:
             if len(tar.members) >= _FORGET_EVERY:
                 tar.members.clear()
-            if not _wanted(member.name):
+            if not want(member.name):
                 continue
             if member.isreg() and not member.issparse():
                 # the stream sits at this member's data right after next(): reading it

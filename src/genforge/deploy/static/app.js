@@ -1,60 +1,8 @@
-// The gallery: reads /v1/models, shows the controls the model takes, posts /v1/generate.
+// The image gallery: reads /v1/models, shows the controls the model takes, posts /v1/generate
+// (helpers in common.js).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-const KEY_STORE = "genforge-api-key";
 let model = null;
-
-function headers(extra) {
-  const h = Object.assign({}, extra || {});
-  const key = $("api-key").value || localStorage.getItem(KEY_STORE);
-  if (key) h["Authorization"] = "Bearer " + key;
-  return h;
-}
-
-function setStatus(text, isError) {
-  const el = $("status");
-  el.textContent = text;
-  el.classList.toggle("error", Boolean(isError));
-}
-
-async function errorText(resp) {
-  try {
-    const body = await resp.json();
-    return body.error || resp.statusText;
-  } catch (_) {
-    return resp.status + " " + resp.statusText;
-  }
-}
-
-// nested metrics ({"fid": {"value": ..}}) become rows "fid.value"
-function flatten(obj, prefix, rows) {
-  for (const [k, v] of Object.entries(obj)) {
-    const name = prefix ? prefix + "." + k : k;
-    if (v !== null && typeof v === "object" && !Array.isArray(v)) flatten(v, name, rows);
-    else rows.push([name, v]);
-  }
-  return rows;
-}
-
-function formatValue(v) {
-  if (typeof v === "number" && !Number.isInteger(v)) return v.toPrecision(4);
-  if (Array.isArray(v)) return v.length > 8 ? "[" + v.length + " values]" : JSON.stringify(v);
-  return String(v);
-}
-
-function fillTable(tbody, rows) {
-  tbody.replaceChildren();
-  for (const [name, value] of rows) {
-    const tr = document.createElement("tr");
-    for (const text of [name, formatValue(value)]) {
-      const td = document.createElement("td");
-      td.textContent = text;
-      tr.appendChild(td);
-    }
-    tbody.appendChild(tr);
-  }
-}
 
 function showModel(info) {
   model = info;
@@ -75,10 +23,7 @@ function showModel(info) {
   $("steps-field").hidden = !info.options.includes("steps");
   $("steps").max = info.limits.max_steps;
   $("guidance-field").hidden = !(info.options.includes("guidance") && info.conditional);
-  const rows = info.metrics ? flatten(info.metrics, "", []) : [];
-  $("metrics").hidden = rows.length === 0;
-  $("metrics-empty").hidden = rows.length > 0;
-  fillTable($("metrics").tBodies[0], rows);
+  showMetrics(info);
   fillTable($("model-info").tBodies[0], [
     ["model", info.model], ["family", info.family], ["step", info.step], ["classes", info.num_classes],
     ["dataset fingerprint", info.fingerprint ? String(info.fingerprint).slice(0, 16) + "…" : "—"],
@@ -87,25 +32,6 @@ function showModel(info) {
   const restore = info.task !== "generate";
   $("generate").disabled = restore;
   setStatus(restore ? "This model restores images: use POST /v1/restore." : "Ready.");
-}
-
-async function loadModel() {
-  const resp = await fetch("/v1/models", { headers: headers() });
-  if (resp.status === 401) {
-    $("key-field").hidden = false;
-    setStatus("This server needs an API key: enter it, then press Generate.", true);
-    return;
-  }
-  if (resp.status === 503) {
-    setStatus("The model is loading…");
-    setTimeout(loadModel, 1000);
-    return;
-  }
-  if (!resp.ok) {
-    setStatus(await errorText(resp), true);
-    return;
-  }
-  showModel(await resp.json());
 }
 
 function request() {
@@ -118,11 +44,8 @@ function request() {
 
 async function generate(event) {
   event.preventDefault();
-  if ($("api-key").value) localStorage.setItem(KEY_STORE, $("api-key").value);
-  if (!model) {
-    await loadModel();
-    if (!model) return;
-  }
+  rememberKey();
+  if (!model && !(await loadModel(showModel))) return;
   const button = $("generate");
   button.disabled = true;
   setStatus("Generating…");
@@ -153,4 +76,4 @@ async function generate(event) {
 
 $("controls").addEventListener("submit", generate);
 $("random-seed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2147483647); });
-loadModel();
+loadModel(showModel);

@@ -84,32 +84,14 @@ def _preprocess(image_shape: tuple[int, ...]) -> Preprocess:
     return Preprocess(size=(h, w), resize_filter="bilinear", value_range=(-1.0, 1.0), channels=c)
 
 
-def heldout_accuracy(net: nn.Module, dataset: Any, batch_size: int = 500) -> tuple[str | None, float | None]:
-    """Accuracy on the first labelled held-out split (val, else test)."""
-    pre = _preprocess(dataset.image_shape)
-    for name in ("val", "test"):
-        if name in dataset.split_names and dataset.split(name).has_labels:
-            split = dataset.split(name)
-            net.eval()
-            with torch.no_grad():
-                pred = np.concatenate([net(pre.apply(split.images[i : i + batch_size]))[1].argmax(1).numpy()
-                                       for i in range(0, len(split), batch_size)])  # fmt: skip
-            return name, float((pred == split.labels).mean())
-    return None, None
-
-
-def train_classifier(dataset: Any, config: ClassifierConfig) -> tuple[ClassifierNet, dict[str, Any]]:
-    split = dataset.train_split
-    if dataset.num_classes < 2 or not split.has_labels:
-        raise DataError(
-            f"{dataset.path}: the classifier evaluator needs a labelled train split with >= 2 classes; "
-            "use --features contrastive (self-supervised) or random for unlabelled data"
-        )
-    images, labels = split.images, torch.from_numpy(np.asarray(split.labels, np.int64))
-    pre = _preprocess(dataset.image_shape)
-    start = time.perf_counter()
+def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, config: ClassifierConfig) -> ClassifierNet:
+    """A ClassifierNet trained on uint8 (N,H,W,C) images and their labels with the fixed recipe
+    `config` (Adam, one-cycle schedule, seeded init and data order, deterministic kernels): the
+    evaluator's training, and TSTR's (evaluate/privacy/utility.py) on synthetic images."""
+    labels_t = torch.from_numpy(np.asarray(labels, np.int64))
+    pre = _preprocess(images.shape[1:])
     with deterministic(config.seed) as gen:
-        net = ClassifierNet(dataset.image_shape[2], dataset.num_classes, config.width, config.feature_dim)
+        net = ClassifierNet(images.shape[3], num_classes, config.width, config.feature_dim)
         opt = torch.optim.Adam(net.parameters(), lr=config.lr)
         per_epoch = -(-len(images) // config.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * per_epoch)
@@ -121,11 +103,42 @@ def train_classifier(dataset: Any, config: ClassifierConfig) -> tuple[Classifier
                     order[i : i + config.batch_size]
                 )  # sorted: contiguous reads from the memory map
                 _, logits = net(pre.apply(images[idx]))
-                loss = nn.functional.cross_entropy(logits, labels[idx])
+                loss = nn.functional.cross_entropy(logits, labels_t[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+    return net
+
+
+def predict_classes(net: nn.Module, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The classifier's argmax class of each uint8 (N,H,W,C) image, in eval mode."""
+    pre = _preprocess(images.shape[1:])
+    net.eval()
+    with torch.no_grad():
+        return np.concatenate([net(pre.apply(images[i : i + batch_size]))[1].argmax(1).numpy()
+                               for i in range(0, len(images), batch_size)])  # fmt: skip
+
+
+def heldout_accuracy(net: nn.Module, dataset: Any, batch_size: int = 500) -> tuple[str | None, float | None]:
+    """Accuracy on the first labelled held-out split (val, else test)."""
+    for name in ("val", "test"):
+        if name in dataset.split_names and dataset.split(name).has_labels:
+            split = dataset.split(name)
+            return name, float((predict_classes(net, split.images, batch_size) == split.labels).mean())
+    return None, None
+
+
+def train_classifier(dataset: Any, config: ClassifierConfig) -> tuple[ClassifierNet, dict[str, Any]]:
+    split = dataset.train_split
+    if dataset.num_classes < 2 or not split.has_labels:
+        raise DataError(
+            f"{dataset.path}: the classifier evaluator needs a labelled train split with >= 2 classes; "
+            "use --features contrastive (self-supervised) or random for unlabelled data"
+        )
+    images = split.images
+    start = time.perf_counter()
+    net = fit_classifier(images, split.labels, dataset.num_classes, config)
     seconds = time.perf_counter() - start
     held_split, held_acc = heldout_accuracy(net, dataset)
     info = {

@@ -113,6 +113,14 @@ def _validate(name: str, metric: Any) -> None:
 METRICS: Registry[Metric] = Registry("metric", _validate)
 
 
+def metric_record(value: float, metric: str, info: Output, details: dict[str, Any], warnings: list[str],
+                  seconds: float, context: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One entry of metrics.json's `metrics`: the value, what produced it and what it means, and the
+    comparability fields of `context` (n_samples, reference split and fingerprint, step, ...)."""
+    return {"value": value, "metric": metric, "better": info.better, "meaning": info.meaning,
+            "details": details, "warnings": warnings, "seconds": seconds, **context}  # fmt: skip
+
+
 def output_info(name: str) -> Output | None:
     """The Output declaration of a metric output name, whichever metric produces it."""
     for metric_name in METRICS.names():

@@ -81,6 +81,10 @@ class DDPM(GenerativeModel):
     family: ClassVar[str] = "diffusion"
     config_class: ClassVar[type] = DiffusionConfig
     ema_modules: ClassVar[tuple[str, ...]] = ("denoiser",)
+    # noise levels drawn per example per step (DPDM's noise multiplicity, set by train/privacy.py):
+    # the K losses of an example are averaged before DP-SGD clips its gradient, so K lowers the
+    # gradient's variance at no privacy cost
+    noise_multiplicity: int = 1
 
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
@@ -133,6 +137,13 @@ class DDPM(GenerativeModel):
         return torch.where(drop, torch.full_like(labels, self.null_label), labels)
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
+        # one denoiser forward per noise level: per-sample gradient hooks then sum an example's K
+        # gradients (one batch of B*K would clip each of them on its own)
+        losses = [self._denoising_loss(batch) for _ in range(self.noise_multiplicity)]
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        return ModelOutput(loss=loss, terms={"mse": loss.detach()})
+
+    def _denoising_loss(self, batch: Batch) -> torch.Tensor:
         x0 = batch.images
         n = x0.shape[0]
         # the global torch RNG: the trainer saves and restores its state for exact resume
@@ -143,8 +154,7 @@ class DDPM(GenerativeModel):
         ab = self.alpha_bar[t].view(n, 1, 1, 1)
         x_t = q_sample(x0, eps, ab)
         out = self.denoiser(x_t, t, self._train_labels(batch.labels, n, x0.device))
-        loss = F.mse_loss(out, self.prediction.target(x0, eps, ab))
-        return ModelOutput(loss=loss, terms={"mse": loss.detach()})
+        return F.mse_loss(out, self.prediction.target(x0, eps, ab))
 
     def predict(
         self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: float

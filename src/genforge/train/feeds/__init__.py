@@ -31,6 +31,10 @@ class Feed:
     def check_fits(self, model: Any) -> None:
         """Raise ConfigError when the model's config does not match the data."""
 
+    def check_base_run(self, base_run: Path) -> None:
+        """Raise ConfigError when a fine-tuning run's base (`--init-from`) cannot continue on
+        this data (e.g. it reads tokens with another tokenizer)."""
+
     def next_batch(self) -> Any:
         """The next `Batch` (data on the trainer's device)."""
         raise NotImplementedError

@@ -22,12 +22,15 @@ class ImageFeed(Feed):
         self.dataset, self.split_name, self.device = trainer.dataset, cfg.split, trainer.device
         self.channels_last = cfg.channels_last
         self.augment, self.generator = trainer.augment, trainer.augment_generator
+        privacy = getattr(trainer, "privacy", None)
         self.loader = BatchLoader.from_split(
             self.dataset.split(cfg.split),
             batch_size=cfg.batch_size // trainer.ctx.world_size,
             seed=cfg.seed,
             rank=trainer.ctx.rank,
             world_size=trainer.ctx.world_size,
+            # differentially private runs sample as their accountant assumes (train/privacy.py)
+            poisson=bool(privacy is not None and privacy.poisson),
         )
         self.labelled = self.dataset.split(cfg.split).has_labels
 
@@ -47,7 +50,7 @@ class ImageFeed(Feed):
         images = to_float(raw.images, self.device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.augment is not None:
+        if self.augment is not None and len(images):  # a Poisson batch may be empty
             images = self.augment(images, self.generator)
         labels = raw.labels.to(self.device, non_blocking=True) if self.labelled else None
         return Batch(images, labels)

@@ -1,0 +1,101 @@
+"""`genforge train --init-from BASE_RUN`: start from a finished run's weights (fine-tuning).
+
+The base run's `model.json` + `model.safetensors` (its final weights: the EMA ones where it kept
+an EMA) initialise the new model before the optimiser and the EMA are built; everything else
+(optimiser state, step, schedule, data position) starts fresh. The new model must be of the base's
+family with the same architecture: every tensor's name and shape must match, and the error says
+which config fields differ when they do not. The run records where it started (`init_from` in
+run.json and model.json: the base's path, model, step, dataset fingerprint and a hash of its
+weights file), so a fine-tuned model can be traced back to its base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genforge.core.config import to_dict
+from genforge.core.errors import ConfigError, GenforgeError
+
+
+@dataclass
+class InitFrom:
+    record: dict[str, Any]  # what run.json and model.json record under "init_from"
+    config: dict[str, Any] | None = None  # the base model's config (model.json "config")
+    state: dict[str, torch.Tensor] | None = None  # its weights; None when only carrying the record (resume)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.record["path"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_base_run(run_dir: str | Path) -> InitFrom:
+    """The finished run at `run_dir`: its description, config and weights."""
+    from safetensors.torch import load_file
+
+    from genforge.models.pipeline import MODEL_JSON, MODEL_WEIGHTS
+
+    run_dir = Path(run_dir)
+    mjson, weights = run_dir / MODEL_JSON, run_dir / MODEL_WEIGHTS
+    if not mjson.is_file() or not weights.is_file():
+        raise GenforgeError(
+            f"--init-from {run_dir}: expected a finished `genforge train` run ({MODEL_JSON} and {MODEL_WEIGHTS})"
+        )
+    try:
+        info = json.loads(mjson.read_text())
+        state = load_file(str(weights))
+    except Exception as exc:  # JSON, UTF-8 and safetensors errors: the file is damaged
+        raise GenforgeError(f"--init-from {run_dir}: cannot read the base model ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model"), str) or not isinstance(info.get("config"), dict):
+        raise GenforgeError(f"{mjson}: fields 'model' (a name) and 'config' (a mapping) expected")
+    record = {
+        "path": str(run_dir.resolve()),
+        "model": info["model"],
+        "family": info.get("family"),
+        "step": info.get("step"),
+        "dataset_fingerprint": (info.get("dataset") or {}).get("fingerprint"),
+        "weights_sha256": _sha256(weights),
+    }
+    return InitFrom(record, info["config"], state)
+
+
+def check_family(base: InitFrom, model_name: str, family: str) -> None:
+    if base.record.get("family") not in (None, family):
+        raise ConfigError(
+            f"--init-from {base.path}: the base run trained {base.record['model']!r} (family "
+            f"{base.record['family']!r}); {model_name!r} is of family {family!r}: fine-tuning needs the same family"
+        )
+
+
+def load_base_weights(model: torch.nn.Module, base: InitFrom) -> None:
+    """Copy the base weights into `model`, or say which tensors and config fields differ."""
+    assert base.state is not None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(base.state))
+    extra = sorted(set(base.state) - set(own))
+    shapes = [k for k in own if k in base.state and tuple(own[k].shape) != tuple(base.state[k].shape)]
+    if missing or extra or shapes:
+        config = to_dict(model.config)  # type: ignore[arg-type]
+        base_config = base.config or {}
+        differ = sorted(k for k in set(config) | set(base_config) if config.get(k) != base_config.get(k))
+        parts = [f"{k} {tuple(base.state[k].shape)} -> {tuple(own[k].shape)}" for k in shapes[:3]]
+        parts += [f"{k} missing from the base" for k in missing[:3]] + [f"{k} not in the new model" for k in extra[:3]]
+        raise ConfigError(
+            f"--init-from {base.path}: the base weights do not fit the new model ({'; '.join(parts)}"
+            f"{', ...' if len(shapes) + len(missing) + len(extra) > 6 else ''}); config fields that differ: "
+            + (", ".join(f"{k} (base {base_config.get(k)!r}, now {config.get(k)!r})" for k in differ) or "none")
+        )
+    model.load_state_dict(base.state)
