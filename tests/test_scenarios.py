@@ -13,12 +13,13 @@ from genforge.evaluate.metrics.base import output_info
 from genforge.evaluate.privacy.membership import OUTPUTS as MEMBERSHIP_OUTPUTS
 from genforge.evaluate.privacy.utility import OUTPUTS as UTILITY_OUTPUTS
 from genforge.evaluate.restoration import OUTPUTS as RESTORATION_OUTPUTS
+from genforge.evaluate.text.evaluation import OUTPUTS as TEXT_OUTPUTS
 from genforge.models.registry import MODELS
-from genforge.scenarios.runner import check_gates, metric_value
+from genforge.scenarios.runner import check_gates, metric_value, run_scenario
 from genforge.scenarios.schema import Gate, load_scenario, preset_names
 from genforge.train.privacy import METRIC_KEYS as DP_VALUES
 
-EXPECTED = {"digits", "mnist", "small-color", "few-shot", "restoration", "private"}
+EXPECTED = {"digits", "mnist", "small-color", "few-shot", "restoration", "private", "shakespeare"}
 
 
 def test_every_shipped_scenario_is_valid():
@@ -30,7 +31,7 @@ def test_every_shipped_scenario_is_valid():
         assert sc.model.name in MODELS, name
         for gate in sc.evaluate.gates:
             head = gate.metric.split(".")[0]
-            others = {*RESTORATION_OUTPUTS, *UTILITY_OUTPUTS, *MEMBERSHIP_OUTPUTS, *DP_VALUES.values()}
+            others = {*RESTORATION_OUTPUTS, *UTILITY_OUTPUTS, *MEMBERSHIP_OUTPUTS, *DP_VALUES.values(), *TEXT_OUTPUTS}
             known = output_info(gate.metric) is not None or gate.metric in others or head == "memorisation"
             assert known, f"{name}: gate on unknown metric {gate.metric!r}"
             assert gate.min is not None or gate.max is not None
@@ -78,3 +79,20 @@ def test_restoration_scenario_evaluates_in_pixel_space(tmp_path):
     assert result.exit_code in (0, 1), result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(RESTORATION_OUTPUTS) <= set(metrics["values"])
+
+
+def test_shakespeare_scenario_chains_text_stages_on_a_small_file(tmp_path):
+    """The text scenario on a user's own .txt file: ingest (position split), gpt training,
+    text evaluation, report and gates, with a step budget small enough for a test."""
+    corpus = tmp_path / "play.txt"
+    lines = [f"LORD {i % 7}:\nO gentle night, thou art the {i}th star of my sorrow.\n\n" for i in range(300)]
+    corpus.write_text("".join(lines))
+    result = run_scenario("shakespeare", data=str(corpus), out=tmp_path / "run", steps=30)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["scenario"] == "shakespeare" and summary["exports"] == []
+    assert {g["metric"] for g in summary["gates"]} == {"bits_per_char", "distinct_2", "copied_window_ratio"}
+    assert all(g["value"] is not None for g in summary["gates"])  # every gate found its metric
+    assert result.passed == all(g["passed"] for g in summary["gates"])
+    manifest = json.loads((tmp_path / "run" / "dataset" / "manifest.json").read_text())
+    assert manifest["modality"] == "text" and manifest["tokenizer"]["kind"] == "char"
+    assert (tmp_path / "run" / "report.html").is_file()

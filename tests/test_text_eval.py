@@ -261,8 +261,11 @@ def test_eval_cli_on_a_trained_run(text_run) -> None:
         "copied_window_rate_control",
         "copied_window_ratio",
         "longest_copied_span",
+        "mia_auc",
+        "mia_tpr_at_1fpr",
     ):
         assert isinstance(v[key], float | int) and math.isfinite(v[key]), key
+    assert 0.0 <= v["mia_auc"] <= 1.0 and m["metrics"]["mia_auc"]["details"]["window_tokens"] > 1
     vocab = json.loads((ds / "manifest.json").read_text())["tokenizer"]["vocab_size"]
     assert v["val_loss"] < math.log(vocab) - 0.3  # 40 steps learn the character frequencies at least
     assert v["perplexity"] == pytest.approx(math.exp(v["val_loss"]))

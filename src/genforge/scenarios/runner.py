@@ -83,6 +83,7 @@ def apply_overrides(sc: Scenario, data: str | None, max_time: str | None, steps:
 
 
 def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
+    from genforge.data.ingesters import get as get_ingester
     from genforge.data.ingesters import ingest
 
     d = sc.data
@@ -92,11 +93,9 @@ def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
         raise ConfigError(f"scenario {sc.name!r} has no data source of its own: pass --data PATH")
     fields = {"size": d.size, "channels": d.channels, "val_fraction": d.val_fraction, "limit": d.limit, "seed": sc.train.seed}
     options = {**{k: v for k, v in fields.items() if v is not None}, **d.options}
-    _modality, result = ingest(d.source, out, options, modality=d.modality)
-    m = result.manifest
-    splits = ", ".join(f"{s}={meta['count']:,}" for s, meta in m["splits"].items())
-    counts = ", ".join(f"{k} {v:,}" for k, v in m.get("counts", {}).items() if isinstance(v, int))
-    console.print(f"  {m.get('modality', 'image')} dataset: {counts}; splits {splits}")
+    modality, result = ingest(d.source, out, options, modality=d.modality)
+    for line in get_ingester(modality).summary(result):  # what `genforge data ingest` prints
+        console.print(f"  {line}")
     return out
 
 

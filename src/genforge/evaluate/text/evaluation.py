@@ -96,6 +96,9 @@ OUTPUTS: dict[str, tuple[str, str, str]] = {
     "longest_copied_span_median": ("memorisation", "lower", "median over samples of each one's longest verbatim span"),
     "longest_copied_span_control": ("memorisation", "reference", "the longest span for held-out passages as long as the samples"),
     "longest_copied_span_control_median": ("memorisation", "reference", "median of the held-out passages' longest spans"),
+    # the membership-inference audit (evaluate/privacy/text.py): the model's loss on train windows vs held-out ones
+    "mia_auc": ("membership", "lower", "ROC AUC of the loss attack, train windows (members) against held-out ones: 0.5 = chance"),
+    "mia_tpr_at_1fpr": ("membership", "lower", "true-positive rate of the loss attack at 1% false positives: 0.01 = chance"),
 }  # fmt: skip
 
 
@@ -336,6 +339,19 @@ def evaluate_text(target: str | Path, ref: str | Path, config: EvalConfig,
         warnings += w
     else:
         skipped["memorisation"] = f"needs a train split beside the reference split {split.name!r}"
+    if pipe is None:
+        skipped["membership"] = "needs a run directory (the audit scores records with the model's loss)"
+    elif not config.membership.enabled:
+        skipped["membership"] = "turned off (--no-mia)"
+    elif "train" in dataset.split_names and split.name != "train":
+        from genforge.evaluate.privacy.text import text_membership
+
+        res = timed("membership", text_membership, pipe, dataset, split.name, config.membership, cfg.seed)
+        values.update({k: v for k, v in res.values.items() if k in OUTPUTS})
+        details["membership"] = res.details
+        warnings += res.warnings
+    else:
+        skipped["membership"] = f"needs a train split beside the reference split {split.name!r}"
     short = sum(len(t) < cfg.window for t in samples.texts)
     if short:
         warnings.append(f"{short} of {len(samples.texts)} samples are shorter than {cfg.window} characters")

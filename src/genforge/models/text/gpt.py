@@ -41,9 +41,13 @@ Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class GPTConfig:
+    """Defaults: the char-level Shakespeare recipe (with batch 12), tuned on 2 CPU cores against
+    nanoGPT's CPU recipe at equal wall time (bench/text_vs_nanogpt.py): nanoGPT's sizes with
+    RoPE instead of learned positions (-0.04 nats/char at equal tokens) and 3x its lr (-0.04)."""
+
     vocab_size: int = 256  # fixed by the dataset's tokenizer
     num_classes: int = 0  # text models are unconditional: must be 0
-    block_size: int = 256  # context length in tokens
+    block_size: int = 64  # context length in tokens
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -52,11 +56,11 @@ class GPTConfig:
     positions: Literal["rope", "learned"] = "rope"
     rope_base: float = 10000.0
     tie_weights: bool = True  # output projection = token embedding (transposed)
-    # optimisation (AdamW, decay on matrices only; nanoGPT's char-level recipe)
-    lr: float = 1e-3
+    # optimisation: AdamW with decay on matrices only, warmup then cosine decay over the budget
+    lr: float = 3e-3
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.1
-    lr_decay: Literal["constant", "cosine", "linear"] = "cosine"  # over the training budget
+    lr_decay: Literal["constant", "cosine", "linear"] = "cosine"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
@@ -433,7 +437,8 @@ class GPT(GenerativeModel):
         contiguous = row_list == list(range(first, first + n))
         pos = torch.tensor(lengths, device=device)
         ring = [length % window for length in lengths]
-        ring_t = torch.tensor(ring, device=device)
+        ring_t = torch.tensor(ring, device=device) if n > 1 else None
+        same_dtype = cache.k.dtype == tr.wte.weight.dtype
         span = min(max(lengths) + 1, window)  # read no more of the ring than the longest slot fills
         mask = None
         if min(lengths) + 1 < span:  # some slot fills less of the ring than the span read
@@ -454,13 +459,15 @@ class GPT(GenerativeModel):
                 layer_k[first, :, ring[0]] = k[0]
                 layer_v[first, :, ring[0]] = v[0]
             else:
-                layer_k[rows, :, ring_t] = k.to(layer_k.dtype)
-                layer_v[rows, :, ring_t] = v.to(layer_v.dtype)
+                layer_k[rows, :, ring_t] = k
+                layer_v[rows, :, ring_t] = v
             if contiguous:  # a view of the ring, no copy
                 keys, values = layer_k[first : first + n, :, :span], layer_v[first : first + n, :, :span]
             else:
                 keys, values = layer_k[rows, :, :span], layer_v[rows, :, :span]
-            y = attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)  # (S, H, 1, D)
+            if not same_dtype:
+                keys, values = keys.to(q.dtype), values.to(q.dtype)
+            y = attention(q, keys, values, attn_mask=mask)  # (S, H, 1, D)
             x = x + _linear(y.view(n, c), block.attn.proj)
             x = x + block.mlp(x)
         return self._logits(_norm(x, tr.ln_f)).float()
