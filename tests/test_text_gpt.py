@@ -239,3 +239,18 @@ def test_incremental_decoder_waits_for_whole_characters():
     pieces = [dec.push(i) for i in flat]
     assert "".join(pieces) + dec.flush() == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_bf16_cache_decodes_close_to_fp32():
+    """A cache in another dtype than the model (halving its memory): values are cast on the way
+    in and out, logits stay close."""
+    model = _model("rope", block=8)
+    prompt = torch.randint(0, VOCAB, (5,), generator=torch.Generator().manual_seed(2))
+    ref, half = model.new_cache(3), model.new_cache(3, dtype=torch.bfloat16)
+    assert half.k.dtype == torch.bfloat16
+    for cache in (ref, half):
+        model.prefill(cache, 0, prompt)
+        model.prefill(cache, 2, prompt[:3])
+    a = model.decode(ref, torch.tensor([0, 2]), torch.tensor([1, 2]))
+    b = model.decode(half, torch.tensor([0, 2]), torch.tensor([1, 2]))
+    torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
