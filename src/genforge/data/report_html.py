@@ -99,6 +99,11 @@ def _cards(s: dict[str, Any]) -> str:
         ("leakage pairs", s["leakage_pairs"], s["leakage_pairs"] > 0),
         ("imbalance max/min", s["imbalance_ratio"] if s["imbalance_ratio"] is not None else "–", False),
     ]
+    return cards_html(items)
+
+
+def cards_html(items: list[tuple[str, Any, bool]]) -> str:
+    """Summary cards: (label, value, warn) each; a warning card is highlighted."""
     return (
         '<div class="cards">'
         + "".join(

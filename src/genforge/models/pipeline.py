@@ -87,7 +87,9 @@ def save_model(model: GenerativeModel, name: str, directory: str | Path, info: d
 
 
 @dataclass
-class Pipeline:
+class RunPipeline:
+    """What every modality's pipeline has: the loaded model, its model.json and run directory."""
+
     model: GenerativeModel
     info: dict[str, Any]  # the contents of model.json
     path: Path
@@ -99,6 +101,11 @@ class Pipeline:
     @property
     def modality(self) -> str:
         return self.model.modality
+
+
+@dataclass
+class Pipeline(RunPipeline):
+    """Images: `generate`."""
 
     @property
     def conditional(self) -> bool:

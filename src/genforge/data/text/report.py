@@ -22,7 +22,7 @@ from genforge.data.canonical import open_dataset
 from genforge.data.process.config import PROCESS_LOG
 from genforge.data.process.split import in_order
 from genforge.data.report import REPORT_HTML, REPORT_JSON
-from genforge.data.report_html import CSS, SPLIT_COLOURS, _e, _table
+from genforge.data.report_html import CSS, SPLIT_COLOURS, _e, _table, cards_html
 from genforge.data.text.canonical import TextDataset
 from genforge.data.text.config import TextIngestConfig
 from genforge.data.text.overlap import leakage
@@ -193,14 +193,7 @@ def _cards(report: dict[str, Any]) -> str:
         ("PII replaced", pii_total, pii_total > 0),
         ("val windows in train", f"{worst_leak:.2%}", worst_leak > 0.05),
     ]
-    return (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card{" warn" if warn else ""}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
-            for k, v, warn in items
-        )
-        + "</div>"
-    )
+    return cards_html(items)
 
 
 def _length_chart(lengths: dict[str, Any], key: str, what: str) -> str:

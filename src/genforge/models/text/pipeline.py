@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from genforge.core.errors import ConfigError, GenforgeError
-from genforge.models.base import GenerativeModel
-from genforge.models.pipeline import PIPELINES
+from genforge.models.pipeline import PIPELINES, RunPipeline
 from genforge.models.text.gpt import one_thread
 from genforge.models.text.sampling import SamplingParams, TextStream, next_tokens, sequence_generator
 
@@ -41,10 +40,8 @@ class Completion:
 
 
 @dataclass
-class TextPipeline:
-    model: GenerativeModel  # a text model with new_cache / prefill / decode (models.text.gpt.GPT)
-    info: dict[str, Any]  # the contents of model.json
-    path: Path
+class TextPipeline(RunPipeline):
+    # model: a text model with new_cache / prefill / decode (models.text.gpt.GPT)
     tokenizer: Any = None  # read from RUN_DIR/tokenizer.json when not given
 
     def __post_init__(self) -> None:
@@ -58,14 +55,6 @@ class TextPipeline:
                 f"{self.path}: the tokenizer has {self.tokenizer.vocab_size} tokens but the model's "
                 f"vocab_size is {vocab} (model.json config.vocab_size)"
             )
-
-    @property
-    def name(self) -> str:
-        return self.info["model"]
-
-    @property
-    def modality(self) -> str:
-        return self.model.modality
 
     @property
     def conditional(self) -> bool:
