@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from cli_runner import run_cli
 from genforge.core import threads
 from genforge.core.errors import ConfigError, DiskFullError, GenforgeError, LockedError
 from genforge.core.lock import DirLock, ensure_free, lock_path
@@ -74,16 +75,8 @@ def train(out, dataset, steps, sets=(), resume=False):
 
 def cli(monkeypatch, capsys, *args) -> tuple[int, str]:
     """Run the genforge command line in this process; (exit status, stderr)."""
-    from genforge.cli import main
-
-    monkeypatch.setattr("sys.argv", ["genforge", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _out, err = run_cli(monkeypatch, capsys, *args)
+    return code, err
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from cli_runner import run_cli
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.data.text import CharTokenizer, TextDoc, write_text_dataset
 from genforge.train.callbacks import Callback
@@ -247,17 +248,7 @@ def test_pipeline_completions_are_deterministic_and_stop(text_run):
 
 
 def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from genforge.cli import main
-
-    monkeypatch.setattr("sys.argv", ["genforge", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(monkeypatch, capsys, *args)
 
 
 def test_cli_train_and_sample_text(tmp_path, text_data, text_run, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from cli_runner import run_cli
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.train.callbacks import Callback
 from genforge.train.launch import build_trainer, parse_sets
@@ -173,16 +174,8 @@ def test_config_errors(tmp_path, dataset):
 
 def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
     """Run the genforge command line in this process; (exit status, stderr)."""
-    from genforge.cli import main
-
-    monkeypatch.setattr("sys.argv", ["genforge", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _out, err = run_cli(monkeypatch, capsys, *args)
+    return code, err
 
 
 def test_cli_train_then_sample(tmp_path, dataset, monkeypatch, capsys):
