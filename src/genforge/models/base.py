@@ -19,10 +19,12 @@ class Batch:
     """One training batch: the modality's representation in `data` and optional class labels.
 
     images: float (B, C, H, W) in [-1, 1] (also readable as `batch.images`); text: int64 token
-    ids (B, T+1), inputs `[:, :-1]`, targets `[:, 1:]`. `labels`: int64 (B,) or None.
+    ids (B, T+1), inputs `[:, :-1]`, targets `[:, 1:]`; audio: float (B, T) waves in [-1, 1].
+    `labels`: int64 (B,) or None. `speakers`: int64 (B,) speaker ids (audio data that records
+    them; -1 unknown) or None.
     """
 
-    __slots__ = ("data", "labels")
+    __slots__ = ("data", "labels", "speakers")
 
     def __init__(
         self,
@@ -30,11 +32,13 @@ class Batch:
         labels: torch.Tensor | None = None,
         *,
         images: torch.Tensor | None = None,
+        speakers: torch.Tensor | None = None,
     ):
         if (data is None) == (images is None):
             raise TypeError("Batch takes its data either positionally or as images=, exactly once")
         self.data = data if data is not None else images
         self.labels = labels
+        self.speakers = speakers
 
     @property
     def images(self) -> torch.Tensor:

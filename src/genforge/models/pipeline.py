@@ -125,6 +125,14 @@ class Pipeline(RunPipeline):
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """n images as uint8 (n,H,W,C) and their labels (or None when unconditional)."""
         gen = torch.Generator().manual_seed(int(seed))
+        lab = self.resolve_labels(n, class_label, labels)
+        self.model.eval()
+        images = self.model.sample(n, generator=gen, labels=lab, **options)
+        return to_uint8(images), (lab.numpy() if lab is not None else None)
+
+    def resolve_labels(self, n: int, class_label: int | None, labels: np.ndarray | None) -> torch.Tensor | None:
+        """The class labels of n samples: `labels`, else n of `class_label`, else the training
+        data's class mix; None for an unconditional model (which refuses a class)."""
         lab = None
         if self.conditional:
             if labels is not None:
@@ -137,9 +145,7 @@ class Pipeline(RunPipeline):
                 lab = torch.from_numpy(self.class_labels(n))
         elif class_label is not None:
             raise GenforgeError(f"model {self.name!r} is not class-conditional; omit the class")
-        self.model.eval()
-        images = self.model.sample(n, generator=gen, labels=lab, **options)
-        return to_uint8(images), (lab.numpy() if lab is not None else None)
+        return lab
 
 
 def load_pipeline(run_dir: str | Path, device: str = "cpu") -> Pipeline:
