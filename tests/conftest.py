@@ -31,3 +31,11 @@ def cifar_tar(shared_data: Path) -> Path:
     if not p.is_file():
         pytest.skip(f"CIFAR-10 archive not found at {p}")
     return p
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir(shared_data: Path) -> Path:
+    d = shared_data / "fsdd" / "recordings"
+    if not d.is_dir() or not any(d.glob("*.wav")):
+        pytest.skip(f"FSDD recordings not found in {d}")
+    return d
