@@ -96,7 +96,8 @@ def test_canonical_audio_dataset_round_trip_and_checks(tmp_path):
     assert ds.train_split.speakers.tolist() == [0, 1, 0, 1, -1, 0]
     assert ds.train_split.lengths.tolist() == [100, 90, 80, 100, 100, 50]
     assert ds.reference_split.name == "val" and ds.train_split.class_counts == [3, 3]
-    assert ds.model_fields() == {"sample_rate": 8000, "length": 100, "num_speakers": 2}
+    assert ds.model_fields() == {"sample_rate": 8000, "length": 100, "num_speakers": 2,
+                                 "speaker_names": ["ann", "bob"]}
     with pytest.raises(DataError, match="no per-item field 'accent'"):
         ds.train_split.field("accent")
     # a manifest that lies about the clip length is caught when the audio is read

@@ -118,3 +118,71 @@ def test_text_prompt_box_streams_the_completion(browser, tmp_path):
         assert page.inner_text("#shown-prompt") == "JULIET:"
         assert "seed 7" in page.inner_text("#status") and "context 32" in page.inner_text("#model-summary")
         assert not errors, errors
+
+
+def test_audio_page_plays_generated_clips(browser, tmp_path):
+    """An audio run's page: pick a class and a speaker, press Generate, one <audio> player per
+    clip appears and its WAV loads (duration > 0, the clip's length); the captions name them."""
+    from test_serve_audio import LENGTH, RATE, make_audio_run
+
+    run = make_audio_run(tmp_path / "audio", num_classes=3, num_speakers=3)
+    with serving(run) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/")
+        page.wait_for_function(
+            "document.getElementById('model-name').textContent.startsWith('serve-audio-toy')"
+        )
+        assert page.is_visible("#class-field") and page.is_visible("#speaker-field")
+        assert "8000 Hz" in page.inner_text("#model-summary")
+        page.select_option("#class", "2")
+        page.select_option("#speaker", "1")
+        page.fill("#seed", "5")
+        page.fill("#n", "2")
+        page.click("#generate")
+        page.wait_for_function("document.querySelectorAll('#clips audio').length === 2", timeout=30_000)
+        durations = page.evaluate(
+            """() => Promise.all([...document.querySelectorAll('#clips audio')].map((el) =>
+                 el.readyState >= 1 ? el.duration : new Promise((ok, fail) => {
+                   el.addEventListener('loadedmetadata', () => ok(el.duration));
+                   el.addEventListener('error', () => fail(new Error('audio failed to load')));
+                 })))"""
+        )
+        assert durations == [pytest.approx(LENGTH / RATE, abs=1e-3)] * 2
+        captions = page.eval_on_selector_all("#clips figcaption", "cs => cs.map(c => c.textContent)")
+        assert captions == ["clip 1 · class digit2 · speaker bob", "clip 2 · class digit2 · speaker bob"]
+        assert "seed 5 · 2 clips" in page.inner_text("#status")
+        assert not errors, errors
+
+
+def test_audio_page_enhances_an_upload(browser, tmp_path):
+    """An enhancement run's page: upload a WAV, the input and the enhanced clip both play."""
+    import numpy as np
+
+    from genforge.audio.wav import encode_wav
+    from test_serve_audio import RATE, make_audio_run
+
+    run = make_audio_run(tmp_path / "enhance", "serve-audio-toy-restore")
+    upload = encode_wav(0.3 * np.sin(np.arange(4000) * 0.3), RATE)  # 0.5 s
+    with serving(run) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#enhance-form", state="visible")
+        assert not page.is_visible("#controls")  # nothing to generate
+        page.set_input_files(
+            "#upload", files=[{"name": "noisy.wav", "mimeType": "audio/wav", "buffer": upload}]
+        )
+        page.click("#enhance")
+        page.wait_for_function("document.querySelectorAll('#clips audio').length === 2", timeout=30_000)
+        durations = page.evaluate(
+            """() => Promise.all([...document.querySelectorAll('#clips audio')].map((el) =>
+                 el.readyState >= 1 ? el.duration : new Promise((ok) =>
+                   el.addEventListener('loadedmetadata', () => ok(el.duration)))))"""
+        )
+        assert durations == [pytest.approx(0.5, abs=1e-3)] * 2
+        captions = page.eval_on_selector_all("#clips figcaption", "cs => cs.map(c => c.textContent)")
+        assert captions == ["input · noisy.wav", "enhanced · 8000 Hz"]
+        assert not errors, errors

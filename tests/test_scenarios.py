@@ -12,6 +12,9 @@ from genforge.core.errors import ConfigError
 from genforge.evaluate.metrics.base import output_info
 from genforge.evaluate.privacy.membership import OUTPUTS as MEMBERSHIP_OUTPUTS
 from genforge.evaluate.privacy.utility import OUTPUTS as UTILITY_OUTPUTS
+from genforge.evaluate.audio.target import MEANINGS as TARGET_OUTPUTS
+from genforge.evaluate.audio.enhancement import OUTPUTS as ENHANCEMENT_OUTPUTS
+from genforge.evaluate.audio.evaluation import OUTPUT_NAMES as AUDIO_NAMES
 from genforge.evaluate.restoration import OUTPUTS as RESTORATION_OUTPUTS
 from genforge.evaluate.text.evaluation import OUTPUTS as TEXT_OUTPUTS
 from genforge.models.registry import MODELS
@@ -19,7 +22,10 @@ from genforge.scenarios.runner import check_gates, metric_value, run_scenario
 from genforge.scenarios.schema import Gate, load_scenario, preset_names
 from genforge.train.privacy import METRIC_KEYS as DP_VALUES
 
-EXPECTED = {"digits", "mnist", "small-color", "few-shot", "restoration", "private", "shakespeare"}
+EXPECTED = {"digits", "mnist", "small-color", "few-shot", "restoration", "private", "shakespeare", "spoken-digits",
+            "speech-enhancement"}
+# audio generation values beside the image metrics they rename (evaluate/audio/evaluation.py)
+AUDIO_EXTRA = {"fad_memoriser_ratio", "fad_control", "fad_memoriser", "speaker_accuracy"}
 
 
 def test_every_shipped_scenario_is_valid():
@@ -31,7 +37,8 @@ def test_every_shipped_scenario_is_valid():
         assert sc.model.name in MODELS, name
         for gate in sc.evaluate.gates:
             head = gate.metric.split(".")[0]
-            others = {*RESTORATION_OUTPUTS, *UTILITY_OUTPUTS, *MEMBERSHIP_OUTPUTS, *DP_VALUES.values(), *TEXT_OUTPUTS}
+            others = {*RESTORATION_OUTPUTS, *UTILITY_OUTPUTS, *MEMBERSHIP_OUTPUTS, *DP_VALUES.values(), *TEXT_OUTPUTS,
+                      *TARGET_OUTPUTS, *ENHANCEMENT_OUTPUTS, *AUDIO_NAMES.values(), *AUDIO_EXTRA}
             known = output_info(gate.metric) is not None or gate.metric in others or head == "memorisation"
             assert known, f"{name}: gate on unknown metric {gate.metric!r}"
             assert gate.min is not None or gate.max is not None

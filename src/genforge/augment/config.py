@@ -7,7 +7,7 @@ probability of applying it (0 = off). DiffAugment's `policy` lists registry name
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from genforge.core.errors import ConfigError
 
@@ -27,6 +27,12 @@ def _check_nonneg(owner: str, **values: float) -> None:
     for name, value in values.items():
         if value < 0:
             raise ConfigError(f"{owner}.{name}: expected a value >= 0, got {value}")
+
+
+def _check_ada(owner: str, target: float, speed_images: int, interval: int) -> None:
+    _check_range(owner, "ada_target", (-1.0, target), -1.0, 1.0)
+    if speed_images < 1 or interval < 1:
+        raise ConfigError(f"{owner}.ada_speed_images and ada_interval must be >= 1")
 
 
 @dataclass
@@ -120,14 +126,14 @@ class DiffAugmentConfig:
     ada_target: float = 0.6
     ada_speed_images: int = 500_000
     ada_interval: int = 4  # adjust p every this many observed batches
+    # which registered DiffAugment builds it (augment.registry.AUGMENTATIONS)
+    modality: ClassVar[str] = "image"
 
     def __post_init__(self) -> None:
         _check_p("diffaugment", self.p)
         _check_range("diffaugment", "translation_ratio", (0.0, self.translation_ratio), 0.0, 1.0)
         _check_range("diffaugment", "cutout_ratio", (0.0, self.cutout_ratio), 0.0, 1.0)
-        _check_range("diffaugment", "ada_target", (-1.0, self.ada_target), -1.0, 1.0)
-        if self.ada_speed_images < 1 or self.ada_interval < 1:
-            raise ConfigError("diffaugment.ada_speed_images and ada_interval must be >= 1")
+        _check_ada("diffaugment", self.ada_target, self.ada_speed_images, self.ada_interval)
 
 
 @dataclass

@@ -14,7 +14,8 @@ def ingest(
     source: str = typer.Argument(
         ...,
         help="A source name (digits, mnist, ...) or a path: image folder, tar(.gz) archive, IDX file, .npz/.npy; "
-        "text: a .txt/.md file, a folder of them, .jsonl, .csv, a tar(.gz) of text files, hf:NAME.",
+        "text: a .txt/.md file, a folder of them, .jsonl, .csv, a tar(.gz) of text files, hf:NAME; "
+        "audio: a WAV/FLAC/OGG/MP3 file, a folder of them, a tar(.gz) of them, hf:NAME with an Audio column.",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Dataset directory to write (appears only when complete)."
@@ -32,7 +33,7 @@ def ingest(
     ),
     limit: int = typer.Option(None, "--limit", help="Read at most N source items."),
     workers: int = typer.Option(
-        None, "--workers", help="Decode processes (default: one per core, at most 2; 0: none)."
+        None, "--workers", help="Decode processes (images: default one per core, at most 2; audio: default 0; 0: none)."
     ),
     resize_filter: str = typer.Option(
         None, "--resize-filter", help="lanczos | bicubic | bilinear | area | nearest."
@@ -54,13 +55,14 @@ def ingest(
     dup_policy: str = typer.Option(
         None,
         "--dup-policy",
-        help="keep-first (report only) or drop (later copies); default keep-first for images, drop for text.",
+        help="keep-first (report only) or drop (later copies); default keep-first for images, drop for text and audio.",
     ),
     seed: int = typer.Option(None, "--seed", help="Seed of the val carve."),
     modality: str = typer.Option(
         "auto",
         "--modality",
-        help="image | text | auto (text for .txt/.md/.jsonl/.csv and mostly-text folders/archives).",
+        help="image | text | audio | auto (text for .txt/.md/.jsonl/.csv and mostly-text folders/archives; "
+        "audio for audio files and mostly-audio folders/archives).",
     ),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Text: char (default) or bpe (byte-level BPE)."),
     vocab_size: int = typer.Option(None, "--vocab-size", help="Text: BPE vocabulary size (default 4096)."),
@@ -80,8 +82,40 @@ def ingest(
         None, "--pii/--no-pii", help="Text: replace e-mails, phones, IPs and card numbers (default on)."
     ),
     near_dup_threshold: float = typer.Option(
-        None, "--near-dup-threshold", help="Text: MinHash Jaccard threshold of near duplicates (default 0.8)."
+        None,
+        "--near-dup-threshold",
+        help="Text: MinHash Jaccard threshold of near duplicates (default 0.8); "
+        "audio: cosine of log-mel fingerprints (default 0.995).",
     ),
+    label_pattern: str = typer.Option(
+        None,
+        "--label-pattern",
+        help='Audio: file-name fields, e.g. "{label}_{speaker}_{take}" ({label} is the class, other fields are '
+        "kept per clip); default: the class is the sub-folder name.",
+    ),
+    group_by: str = typer.Option(
+        None, "--group-by", help="Audio: carve val by whole values of a field, e.g. speaker (speaker-disjoint splits)."
+    ),
+    sample_rate: int = typer.Option(
+        None, "--sample-rate", help="Audio: resample to this rate in Hz (default: the source's most common rate)."
+    ),
+    clip_seconds: float = typer.Option(
+        None, "--clip-seconds", help="Audio: clip length after padding or cropping (default 1.0 s)."
+    ),
+    max_seconds: float = typer.Option(
+        None, "--max-seconds", help="Audio: quarantine files longer than this (default 30 s)."
+    ),
+    loudness: str = typer.Option(
+        None, "--loudness", help="Audio: rms (default), lufs (pyloudnorm) or none."
+    ),
+    loudness_target: float = typer.Option(
+        None, "--loudness-target", help="Audio: target level, dBFS for rms, LUFS for lufs (default -20)."
+    ),
+    trim_db: float = typer.Option(
+        None, "--trim-db", help="Audio: trim leading/trailing frames this many dB below the loudest (default 40)."
+    ),
+    pad: str = typer.Option(None, "--pad", help="Audio: centre (default) or end: where short clips' audio goes."),
+    crop: str = typer.Option(None, "--crop", help="Audio: centre (default) or start: what long clips keep."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset directory."),
     threads: int = typer.Option(
         0, "--threads", help=THREADS_HELP + " Also caps the decode processes of the default --workers."
@@ -115,6 +149,16 @@ def ingest(
         "split_by": split_by,
         "pii": pii,
         "near_dup_threshold": near_dup_threshold,
+        "label_pattern": label_pattern,
+        "group_by": group_by,
+        "sample_rate": sample_rate,
+        "clip_seconds": clip_seconds,
+        "max_seconds": max_seconds,
+        "loudness": loudness,
+        "loudness_target": loudness_target,
+        "trim_db": trim_db,
+        "pad": pad,
+        "crop": crop,
     }
     chosen = ingesters.resolve(source, modality)
     ingester = ingesters.get(chosen)

@@ -54,14 +54,22 @@ def serve(
     max_n: int = typer.Option(256, help="Most images per request (text: completions, prompts x n)."),
     max_tokens: int = typer.Option(1024, help="Text: most tokens one completion may generate."),
     max_prompt_tokens: int = typer.Option(4096, help="Text: most tokens in one prompt."),
+    max_audio_seconds: float = typer.Option(
+        30.0, help="Audio: longest upload /v1/enhance takes (413 beyond)."
+    ),
+    allow_speaker: list[str] = typer.Option(
+        None,
+        "--allow-speaker",
+        help="Audio: a speaker id or name clients may request (repeatable); others get 403. Default: all.",
+    ),
     timeout: float = typer.Option(60.0, help="Seconds before a request gets 504."),
     threads: int = typer.Option(
         0, help="Torch threads for the model (0 = torch's default less one core, left to the event loop)."
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
-    """Serve a trained model over HTTP: /v1/generate and /v1/restore (images) or /v1/completions
-    (text, OpenAI-compatible), /v1/models, the gallery at /."""
+    """Serve a trained model over HTTP: /v1/generate and /v1/restore (images), /v1/generate and
+    /v1/enhance (audio) or /v1/completions (text, OpenAI-compatible), /v1/models, the gallery at /."""
     import sys
 
     from genforge.deploy.config import (
@@ -103,6 +111,8 @@ def serve(
         max_n=max_n,
         max_tokens=max_tokens,
         max_prompt_tokens=max_prompt_tokens,
+        max_audio_seconds=max_audio_seconds,
+        allowed_speakers=list(allow_speaker or ()),
         request_timeout_s=timeout,
         torch_threads=threads,
     )

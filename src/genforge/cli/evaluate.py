@@ -36,6 +36,12 @@ def evaluator_train(
     from genforge.evaluate.extractors.contrastive import ContrastiveConfig, contrastive_extractor
 
     ds = open_dataset(dataset)
+    from genforge.evaluate.modalities import EVALUATOR_TRAINING
+
+    if ds.modality in EVALUATOR_TRAINING:  # a modality with its own evaluator (audio: the log-mel CNN)
+        for line in EVALUATOR_TRAINING.get(ds.modality)(ds, seed=seed, epochs=epochs, retrain=retrain):
+            typer.echo(line)
+        return
     name = features or default_extractor(ds)
     if name == "classifier":
         cfg = ClassifierConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
@@ -95,6 +101,10 @@ def eval_command(
     tstr_n: int = typer.Option(None, "--tstr-n", help="Synthetic training samples for TSTR (default: the train split's size)."),
     mia: bool = typer.Option(True, "--mia/--no-mia", help="Membership-inference audit (train vs held-out records)."),
     mia_n: int = typer.Option(None, "--mia-n", help="Membership audit records per side (default 1000)."),
+    target_speaker: str = typer.Option(
+        None, "--target-speaker", help="Audio (voice cloning): also score the run's clips of this speaker against "
+        "the speaker's own clips (target_* values)."
+    ),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Compute FID, KID, classifier score, precision/recall/density/coverage, per-class and memorisation metrics
@@ -111,6 +121,7 @@ def eval_command(
         n=n, features=features, seed=seed, split=split, metrics=metric or None, batch_size=batch_size,
         memorisation=not no_memorisation, extractor_options={k: v for k, v in options.items() if v is not None},
         samples_range=samples_range, utility=utility, membership=membership,
+        options={"target_speaker": target_speaker} if target_speaker else None,
     )  # fmt: skip
     result = evaluate(target, ref, cfg, out)
     _print_metrics(result)
@@ -135,8 +146,9 @@ def _print_metrics(result: dict) -> None:
     console.print(f"{features}timing: {result['timing']}")
     mem = result.get("memorisation")
     if mem:
-        console.print(f"copy rate: features {mem['features']['copy_rate']:.2%}, pixels {mem['pixels']['copy_rate']:.2%}"
-                      f" (about {mem['features']['expected_rate_if_generalising']:.0%} expected if generalising)")  # fmt: skip
+        spaces = [s for s, a in mem.items() if isinstance(a, dict) and "copy_rate" in a]  # images: features, pixels
+        console.print("copy rate: " + ", ".join(f"{s} {mem[s]['copy_rate']:.2%}" for s in spaces)
+                      + f" (about {mem['features']['expected_rate_if_generalising']:.0%} expected if generalising)")  # fmt: skip
     for w in result["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
     for name, why in result["skipped"].items():

@@ -46,13 +46,20 @@ def run(
     max_time: str | None = typer.Option(None, "--max-time", help="Training time budget, e.g. 90s, 5m."),
     steps: int | None = typer.Option(None, "--steps", help="Training step budget (overrides the scenario)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the scenario)."),
+    speaker: str | None = typer.Option(
+        None, "--speaker", help="Scenarios with adapt: (voice-clone): the new voice, a speaker name of the data."
+    ),
+    base: Path | None = typer.Option(
+        None, "--base", help="Scenarios with adapt: a finished base run to adapt (skips the base training)."
+    ),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Run collect -> process -> augment -> train -> evaluate -> export on a scenario; exit 1 when a gate fails."""
     configure_threads(threads)
     from genforge.scenarios.runner import run_scenario
 
-    result = run_scenario(scenario, data=data, out=out, max_time=max_time, steps=steps, seed=seed)
+    result = run_scenario(scenario, data=data, out=out, max_time=max_time, steps=steps, seed=seed,
+                          speaker=speaker, base=base)  # fmt: skip
     raise typer.Exit(0 if result.passed else 1)
 
 

@@ -47,7 +47,11 @@ def train(
         None, "--dp-max-grad-norm", help="DP: clip each example's gradient to this L2 norm (default 1)."
     ),
     init_from: Path = typer.Option(
-        None, "--init-from", help="Start from this finished run's weights (fine-tuning; same family and sizes)."
+        None, "--init-from", help="Start from this finished run's weights (fine-tuning; same family and sizes; "
+        "audio: new speakers of the data are added by name)."
+    ),
+    freeze_trunk: bool = typer.Option(
+        False, "--freeze-trunk", help="With --init-from: train only the conditioning tables and output layers."
     ),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
@@ -80,6 +84,7 @@ def train(
         conditional=conditional,
         callbacks=callbacks,
         init_from=init_from,
+        freeze_trunk=freeze_trunk,
         privacy={"epsilon": dp_epsilon, "delta": dp_delta, "max_grad_norm": dp_max_grad_norm},
     )
     trainer.fit(resume=resume)
@@ -88,14 +93,18 @@ def train(
 def sample(
     run_dir: Path = typer.Argument(..., help="A finished training run directory."),
     n: int = typer.Option(
-        None, "-n", help="Images (default 64; interpolation: steps) or text completions (default 1)."
+        None, "-n", help="Images (default 64; interpolation: steps), audio clips (default 10) or text completions "
+        "(default 1)."
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Images: FILE.npz or a directory for PNGs (required). Text: FILE.txt or "
-        "FILE.jsonl (default: print)."
+        None, "--out", "-o", help="Images: FILE.npz or a directory for PNGs (required). Audio: FILE.npz or a "
+        "directory for WAVs (required). Text: FILE.txt or FILE.jsonl (default: print)."
     ),
     seed: int = typer.Option(0, "--seed", help="Noise seed (text: completion i draws from seed and i)."),
     class_: int = typer.Option(None, "--class", help="Class index for a class-conditional model."),
+    speaker: str = typer.Option(
+        None, "--speaker", help="Audio: speaker name or index for a speaker-conditional model (default: in turn)."
+    ),
     steps: int = typer.Option(None, "--steps", help="Sampling steps (diffusion models)."),
     interpolate: bool = typer.Option(
         False, "--interpolate", help="Walk the latent space from --seed to --seed-b."
@@ -117,7 +126,7 @@ def sample(
     from genforge.train.sampling import sample_run
 
     options = {
-        "n": n, "out": out, "seed": seed, "class_": class_, "steps": steps, "interpolate": interpolate,
+        "n": n, "out": out, "seed": seed, "class_": class_, "speaker": speaker, "steps": steps, "interpolate": interpolate,
         "seed_b": seed_b, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
         "top_k": top_k, "top_p": top_p, "stop": stop or None, "device": device, "overwrite": overwrite,
     }  # fmt: skip
@@ -125,29 +134,28 @@ def sample(
 
 
 def restore(
-    run_dir: Path = typer.Argument(..., help="A trained restoration run (e.g. a denoising autoencoder)."),
-    input_: Path = typer.Argument(..., metavar="INPUT", help="An image file, a folder of images or an .npz."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output of the same kind as INPUT."),
-    corrupt: str = typer.Option(
-        None, "--corrupt", help="Corrupt the input first (demos): kinds, e.g. gaussian,rectangles."
+    run_dir: Path = typer.Argument(..., help="A trained restoration run (a denoising autoencoder, a denoiser)."),
+    input_: Path = typer.Argument(
+        ..., metavar="INPUT", help="Images: a file, a folder or an .npz. Audio: a file or a folder (any rate)."
     ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output of the same kind as INPUT (audio: WAV)."),
+    corrupt: str = typer.Option(
+        None, "--corrupt", help="Corrupt the input first (demos): kinds, e.g. gaussian,rectangles or white,babble."
+    ),
+    snr: float = typer.Option(None, "--snr", help="Audio: SNR in dB of the --corrupt noise (default 5)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corruption."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Restore (denoise, inpaint) images with a trained restoration model."""
+    """Restore (denoise, inpaint) images or enhance speech with a trained restoration model."""
     configure_threads(threads)
-    from genforge.core.config import from_dict
-    from genforge.models.corruption import CorruptionConfig
-    from genforge.models.restoration import restore_path
+    from genforge.models.restoration import restorer_for
+    from genforge.train.sampling import run_modality
 
-    corruption = None
-    if corrupt:
-        kinds = [k.strip() for k in corrupt.split(",") if k.strip()]
-        corruption = from_dict(CorruptionConfig, {"kinds": kinds}, where="--corrupt")
-    restore_path(run_dir, input_, out, corruption, seed=seed, overwrite=overwrite, device=device)
-    typer.echo(f"restored {input_} -> {out}")
+    kinds = [k.strip() for k in corrupt.split(",") if k.strip()] if corrupt else None
+    restore_run = restorer_for(run_modality(run_dir))
+    typer.echo(restore_run(run_dir, input_, out, kinds, seed=seed, snr=snr, overwrite=overwrite, device=device))
 
 
 def register(app: typer.Typer) -> None:

@@ -35,7 +35,7 @@ POISSON_STREAM = 0x5049534E
 
 
 class LoaderBatch(NamedTuple):
-    images: torch.Tensor  # uint8 (B, C, H, W)
+    images: torch.Tensor  # uint8 (B, C, H, W); audio: float32 (B, T)
     labels: torch.Tensor  # int64 (B,), -1 = unlabelled
 
 
@@ -89,8 +89,11 @@ class BatchLoader:
         in_memory: bool | None = None,
         poisson: bool = False,
     ):
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise DataError(f"loader images must be uint8 (N,H,W,C), got {images.dtype} {images.shape}")
+        # images: uint8 (N,H,W,C), served channels-first; audio clips: float32 (N,T), served as is
+        if not ((images.dtype == np.uint8 and images.ndim == 4) or (images.dtype == np.float32 and images.ndim == 2)):
+            raise DataError(
+                f"loader data must be uint8 images (N,H,W,C) or float32 clips (N,T), got {images.dtype} {images.shape}"
+            )
         n = len(images)
         if labels is None:
             labels = np.full(n, -1, np.int64)
@@ -114,13 +117,15 @@ class BatchLoader:
         self.seed, self.shuffle, self.drop_last = int(seed), shuffle, drop_last
         # q of Poisson sampling; None: fixed-size batches from each epoch's order
         self.sample_rate = self.batch_size / n if poisson else None
-        self.image_shape = tuple(images.shape[1:])  # (H, W, C)
+        self.image_shape = tuple(images.shape[1:])  # (H, W, C); clips: (T,)
+        self._channels_last = images.ndim == 4
         if in_memory is None:
             in_memory = _fits_in_ram(images.nbytes)
         self.in_memory = bool(in_memory)
         if self.in_memory:
-            # channels-first once, here, instead of a transpose per batch
-            self._data = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+            # channels-first once, here, instead of a transpose per batch (np.array: a copy in RAM,
+            # also of a memory-mapped (N,T) that needs no transpose)
+            self._data = np.array(images.transpose(0, 3, 1, 2) if self._channels_last else images, order="C")
         else:
             self._data = images
         self._labels = labels
@@ -174,6 +179,11 @@ class BatchLoader:
         return self
 
     def __next__(self) -> LoaderBatch:
+        return self._gather(self.next_indices())
+
+    def next_indices(self) -> np.ndarray:
+        """Advance by one batch and return its sample indices (what `next` gathers): a feed that
+        reads per-sample fields beside the data (e.g. audio speakers) indexes them with these."""
         if self.position >= self._epoch_end:
             self.epoch, self.position = self.epoch + 1, 0
         if self.sample_rate is not None:
@@ -181,7 +191,7 @@ class BatchLoader:
         else:
             idx = self._rank_indices(self.epoch_order(self.epoch), self.position)
         self.position += self.global_batch
-        return self._gather(idx)
+        return idx
 
     def poisson_indices(self, epoch: int, position: int) -> np.ndarray:
         """The samples of the Poisson batch at (epoch, position): each one independently with
@@ -199,7 +209,7 @@ class BatchLoader:
     def _gather(self, idx: np.ndarray) -> LoaderBatch:
         # mode="clip" skips numpy's bounds check (and its buffering); indices come from epoch_order
         images = torch.from_numpy(np.take(self._data, idx, axis=0, mode="clip"))
-        if not self.in_memory:
+        if not self.in_memory and self._channels_last:
             images = images.permute(0, 3, 1, 2)  # a view; to_float makes it contiguous
         return LoaderBatch(images, torch.from_numpy(np.take(self._labels, idx, mode="clip")))
 

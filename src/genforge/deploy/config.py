@@ -140,6 +140,10 @@ class ServeConfig:
     max_tokens: int = 1024  # text: tokens one completion may generate
     max_prompt_tokens: int = 4096  # text: tokens of one prompt
     max_body_bytes: int = 8 * 1024 * 1024
+    max_audio_seconds: float = 30.0  # audio: longest upload /v1/enhance takes (413 beyond)
+    # audio: the speakers (ids or names) a client may request; empty = every speaker. A cloned voice
+    # is personal data: an operator can publish a model while refusing (403) some of its voices.
+    allowed_speakers: list[str] = field(default_factory=list)
     max_pending: int = 4096  # queued images before new requests get 503
     request_timeout_s: float = 60.0  # 504 after this long
     shutdown_timeout_s: float = 30.0  # how long a graceful shutdown waits for requests in flight
@@ -155,6 +159,7 @@ class ServeConfig:
             "max_tokens": self.max_tokens,
             "max_prompt_tokens": self.max_prompt_tokens,
             "max_body_bytes": self.max_body_bytes,
+            "max_audio_seconds": self.max_audio_seconds,
             "max_pending": self.max_pending,
             "request_timeout_s": self.request_timeout_s,
         }

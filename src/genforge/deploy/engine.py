@@ -8,6 +8,10 @@ model that can be merged says how itself (the GAN and VAE families do):
     model.sample(n, latents=z, labels=..., **options)     # uses z instead of drawing noise
 
 A model without them still works, one request per forward pass (`mergeable` is False).
+
+The engine is shared by the modalities that serve through the micro-batcher: images here, audio
+in `deploy.audio.AudioEngine`, which overrides the conversions (`item_shape`, `to_output`,
+`from_input`) and how a merged pass runs (`decode`).
 """
 
 from __future__ import annotations
@@ -40,16 +44,17 @@ class GenerateJob:
     seed: int
     labels: tuple[int, ...] | None  # one per image, or None for unconditional models
     options: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs
+    speakers: tuple[int, ...] | None = None  # one per clip (speaker-conditional audio models)
 
 
 @dataclass(frozen=True, eq=False)
 class RestoreJob:
-    images: np.ndarray  # uint8 (n, H, W, C)
+    images: np.ndarray  # the modality's items: uint8 (n, H, W, C) images, float32 (n, T) clips
 
 
 @dataclass
 class GenerateResult:
-    images: np.ndarray  # uint8 (n, H, W, C)
+    images: np.ndarray  # `Engine.to_output`: uint8 (n, H, W, C) images, float32 (n, T) clips
     labels: np.ndarray | None
 
 
@@ -86,9 +91,34 @@ class Engine:
         self.options = REQUEST_OPTIONS.get(family) if family in REQUEST_OPTIONS else ()
         self.hook = latent_hook(self.model)
         self.mergeable = self.task == "restore" or self.hook is not None
-        cfg = self.model.config
-        self.image_shape = (int(cfg.image_size), int(cfg.image_size), int(cfg.channels))
+        self.item_shape = self.output_shape()
         self._runners = {GenerateJob: self._generate, RestoreJob: self._restore}
+
+    # the modality's items (deploy.audio.AudioEngine overrides these) -------------------------
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.item_shape
+
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of one output item: (H, W, C)."""
+        cfg = self.model.config
+        return (int(cfg.image_size), int(cfg.image_size), int(cfg.channels))
+
+    def to_output(self, x: torch.Tensor) -> np.ndarray:
+        """The network's output batch as the service returns it: uint8 (n, H, W, C)."""
+        return to_uint8(x)
+
+    def from_input(self, items: np.ndarray) -> torch.Tensor:
+        """Uploaded items (uint8 (n, H, W, C)) as the network's input batch."""
+        return from_uint8(items)
+
+    def decode(
+        self, latents: torch.Tensor, labels: torch.Tensor | None, options: dict[str, Any]
+    ) -> torch.Tensor:
+        """The network once on merged noise (and labels, and per-item options such as speakers)."""
+        assert self.hook is not None
+        return self.hook.decode(self.model, latents, labels, options)
 
     # job construction (request thread) -------------------------------------------------------
 
@@ -130,14 +160,16 @@ class Engine:
         labels = (
             None if jobs[0].labels is None else np.concatenate([np.asarray(j.labels, np.int64) for j in jobs])
         )
+        if jobs[0].speakers is not None:  # per item, like labels: merged in the same order
+            options["speakers"] = torch.cat([torch.tensor(j.speakers, dtype=torch.long) for j in jobs])
         self.model.eval()
-        out = self.hook.decode(
-            self.model, latents, None if labels is None else torch.from_numpy(labels), options
-        )
-        return self._split(jobs, to_uint8(out), labels)
+        out = self.decode(latents, None if labels is None else torch.from_numpy(labels), options)
+        return self._split(jobs, self.to_output(out), labels)
 
     def _generate_one(self, job: GenerateJob, options: dict[str, Any]) -> GenerateResult:
         labels = None if job.labels is None else np.asarray(job.labels, dtype=np.int64)
+        if job.speakers is not None:
+            options = {**options, "speakers": np.asarray(job.speakers, dtype=np.int64)}
         images, labels = self.pipeline.generate(job.n, seed=job.seed, labels=labels, **options)
         return GenerateResult(images, labels)
 
@@ -154,9 +186,9 @@ class Engine:
 
     @torch.no_grad()
     def _restore(self, jobs: list[RestoreJob]) -> list[np.ndarray]:
-        batch = from_uint8(np.concatenate([j.images for j in jobs]))
+        batch = self.from_input(np.concatenate([j.images for j in jobs]))
         self.model.eval()
-        out = to_uint8(self.model.restore(batch))
+        out = self.to_output(self.model.restore(batch))
         bounds = np.cumsum([len(j.images) for j in jobs])[:-1]
         return list(np.split(out, bounds))
 

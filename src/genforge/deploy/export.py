@@ -5,7 +5,9 @@ for its family: `(module, example_inputs, input_names, output_names, dynamic_axe
 batch axis dynamic. Generators map latents (+ labels) to images in [-1, 1], VAEs export their
 decoder the same way, restoration models map corrupted images to clean ones, and diffusion models
 export the denoiser (x_t, t[, labels]) -> eps|v plus the schedule table (`OUT.schedule.npz`) that
-`genforge.deploy.onnx_sampler` needs. `OUT.json` describes inputs, outputs and the model.
+`genforge.deploy.onnx_sampler` needs. `OUT.json` describes inputs, outputs and the model, with the
+fields of its modality (`EXPORT_FIELDS`: images their shape; audio, registered with the audio
+families' specs in `deploy.export_audio`, its sample rate and clip length).
 The files of one export replace the previous ones together, once all are written: a full disk
 leaves the previous export as it was.
 """
@@ -24,6 +26,7 @@ from torch import nn
 from genforge.core.atomic import atomic_files, atomic_path, write_json
 from genforge.core.config import to_dict
 from genforge.core.errors import GenforgeError
+from genforge.core.modality import lookup, modality_registry
 from genforge.core.registry import Registry
 from genforge.models.base import GenerativeModel
 from genforge.models.pipeline import load_pipeline
@@ -89,17 +92,24 @@ def _onnx(spec: ExportSpec, path: Path) -> None:
         # the TorchScript-based exporter is deprecated in favour of one that needs onnxscript; it is
         # still the one that works with what genforge installs
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            inputs,
-            str(path),
-            dynamo=False,
-            input_names=in_names,
-            output_names=out_names,
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                module,
+                inputs,
+                str(path),
+                dynamo=False,
+                input_names=in_names,
+                output_names=out_names,
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+        except torch.onnx.errors.OnnxExporterError as exc:  # an operator ONNX has no form for
+            # the exporter's message goes on with a dump of the traced graph: its first line says it
+            reason = str(exc).splitlines()[0].split(" [Caused by")[0].strip()
+            raise GenforgeError(
+                f"this network cannot be written as ONNX ({reason}); --format torchscript may still work"
+            ) from exc
 
 
 def _torchscript(spec: ExportSpec, path: Path) -> None:
@@ -131,6 +141,18 @@ EXPORT_EXTRAS: Registry[Callable[[GenerativeModel, Path], dict[str, Any]]] = Reg
 EXPORT_EXTRAS.register("diffusion", _diffusion_extra)
 
 
+# modality -> the fields of OUT.json that describe what the network makes (from the pipeline)
+EXPORT_FIELDS = modality_registry("export description")
+
+
+def _image_fields(pipe: Any) -> dict[str, Any]:
+    c = pipe.model.config
+    return {"image_shape": [c.image_size, c.image_size, c.channels]}
+
+
+EXPORT_FIELDS.register("image", _image_fields)
+
+
 def sidecar_path(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".json")
@@ -141,6 +163,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
     writer = FORMATS.get(fmt)
     pipe = load_pipeline(run_dir)
     model = pipe.model.eval()
+    # looked up first: importing a modality's module registers its families' export specs
+    fields = lookup(EXPORT_FIELDS, model.modality, "genforge.deploy.export_audio")
     family = str(pipe.info.get("family") or model.family)
     spec = export_spec(model, family)
     out = Path(out)
@@ -148,7 +172,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
         staged = stage / out.name  # OUT, OUT.json and any extra file are written here first
         writer(spec, staged)
         reference = spec[0](*spec[1])
-        meta = _describe(run_dir, fmt, out, pipe, model, family, spec, reference)
+        meta = {**_describe(run_dir, fmt, out, pipe, model, family, spec, reference), **fields(pipe)}
         if family in EXPORT_EXTRAS:
             meta[family] = EXPORT_EXTRAS.get(family)(model, staged)
         write_json(sidecar_path(staged), meta)
@@ -165,7 +189,6 @@ def _describe(run_dir: str | Path, fmt: str, out: Path, pipe: Any, model: Genera
         "task": str(getattr(model, "task", "generate")),
         "conditional": pipe.conditional,
         "num_classes": pipe.num_classes,
-        "image_shape": [model.config.image_size, model.config.image_size, model.config.channels],
         "inputs": [
             {"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
             for n, t in zip(spec[2], spec[1], strict=True)

@@ -24,7 +24,7 @@ import secrets
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -145,9 +145,12 @@ class ServiceState:
 class ImageRoutes(ServiceRoutes):
     """Images: POST /v1/generate and /v1/restore through the micro-batcher (deploy/batching.py)."""
 
+    # what runs the jobs (deploy.audio's routes reuse this class with their own engine)
+    engine_class: ClassVar[type[Engine]] = Engine
+
     def start(self, pipeline: Pipeline) -> None:
         state, cfg = self.state, self.state.config
-        engine = Engine(pipeline)
+        engine = self.engine_class(pipeline)
         merge = cfg.batching and engine.mergeable
         state.batcher = MicroBatcher(
             engine.run,
@@ -404,7 +407,7 @@ def _version() -> str:
 
 def _generate_job(engine: Engine, req: GenerateRequest, config: ServeConfig) -> GenerateJob:
     if req.n > config.max_n:
-        raise ApiError(422, f"n: at most {config.max_n} images per request, got {req.n}", "n")
+        raise ApiError(422, f"n: at most {config.max_n} per request, got {req.n}", "n")
     options: dict[str, Any] = {}
     for name in ("steps", "guidance"):
         value = getattr(req, name)

@@ -134,6 +134,27 @@ class GenerativeModel(nn.Module):
         data = {"image_size": image_size, "channels": channels, "num_classes": num_classes}
         return from_dict(cls.config_class, {**data, **overrides}, where=f"{cls.__name__} config")
 
+    # --- fine-tuning from a base run (`genforge train --init-from`, train/init_from.py) --------
+
+    @classmethod
+    def adapt_base_config(cls, base_config: dict[str, Any], data_fields: dict[str, Any]) -> dict[str, Any]:
+        """A fine-tuning run's config (as a dict) from its base run's and the new data's
+        `model_fields()`; the default keeps the base's (the architecture must match). Families
+        whose tables grow with the data (audio speakers) extend them here."""
+        return base_config
+
+    def adapt_base_state(
+        self, base_state: dict[str, torch.Tensor], base_config: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """The base run's weights fitted to this model (built from `adapt_base_config`'s config);
+        the default returns them unchanged, so every tensor must match."""
+        return base_state
+
+    def adaptation_parameters(self) -> list[str]:
+        """Names of the parameters a fine-tune with a frozen trunk (`--freeze-trunk`) still
+        trains: conditioning embeddings and output layers; [] = the family cannot freeze its trunk."""
+        return []
+
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 

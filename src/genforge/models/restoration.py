@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from genforge.core.atomic import atomic_dir, atomic_file, atomic_path
+from genforge.core.config import from_dict
 from genforge.core.errors import DataError, GenforgeError
+from genforge.core.modality import lookup, modality_registry
 from genforge.models.corruption import CorruptionConfig, corrupt
 from genforge.models.pipeline import from_uint8, load_pipeline, to_uint8
 
@@ -132,3 +134,22 @@ def restore_path(
     else:
         _save_png(restored[0], out)
     return Restored(kind=kind, out=out, restored=restored, corrupted=corrupted, names=names)
+
+
+# modality -> `genforge restore` for runs of that modality: (run_dir, input, out, corrupt kinds or
+# None, *, seed, snr, overwrite, device) -> the message to print
+RESTORERS = modality_registry("restore command")
+
+
+def restorer_for(modality: str):
+    return lookup(RESTORERS, modality, "genforge.models.zoo")
+
+
+@RESTORERS.register("image")
+def _restore_images(run_dir: str | Path, input: str | Path, out: str | Path, corrupt_kinds: list[str] | None, *,
+                    seed: int = 0, snr: float | None = None, overwrite: bool = False, device: str = "cpu") -> str:
+    if snr is not None:
+        raise GenforgeError("--snr applies to audio runs; image corruptions are set by --corrupt kinds")
+    corruption = from_dict(CorruptionConfig, {"kinds": corrupt_kinds}, where="--corrupt") if corrupt_kinds else None
+    restore_path(run_dir, input, out, corruption, seed=seed, overwrite=overwrite, device=device)
+    return f"restored {input} -> {out}"

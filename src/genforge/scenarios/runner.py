@@ -10,6 +10,12 @@ quality report), the model, its metrics, the report page and the exported model:
     RUN_DIR/report.html       the run report
     RUN_DIR/export/           exported model(s)
     RUN_DIR/summary.json      gates and where everything is
+
+A scenario with an `adapt:` section (voice cloning) trains twice: a base run on every speaker
+but the target (RUN_DIR/base/, unless `adapt.base` names a finished one), then the run at
+RUN_DIR, a fine-tune of it on the target speaker's clips; the datasets they read are cut from
+RUN_DIR/dataset/ (scenarios/voice_clone.py), which the evaluation keeps (its evaluator knows
+every speaker) and scores the samples the run makes for the target speaker.
 """
 
 from __future__ import annotations
@@ -99,19 +105,82 @@ def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
     return out
 
 
-def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> dict[str, Any]:
+def apply_adapt_overrides(sc: Scenario, speaker: str | None, base: str | None) -> Scenario:
+    """`genforge run --speaker NAME --base RUN`: the adapt section's target and base run."""
+    if speaker is None and base is None:
+        return sc
+    if sc.adapt is None:
+        from genforge.core.errors import ConfigError
+
+        raise ConfigError(f"--speaker and --base adapt a model to a new voice; scenario {sc.name!r} has no adapt: section")
+    adapt = replace(sc.adapt, speaker=speaker or sc.adapt.speaker, base=str(base) if base else sc.adapt.base)
+    return replace(sc, adapt=adapt)
+
+
+def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_from: Path | None = None,
+           freeze_trunk: bool = False) -> dict[str, Any]:  # fmt: skip
+    from genforge.data.canonical import open_dataset
+    from genforge.scenarios.early_stop import early_stop_for
+    from genforge.scenarios.sizing import DataFacts, size_recipe
+    from genforge.train.config import TrainConfig
     from genforge.train.launch import build_trainer
 
     layers = {"model": sc.model.config, "train": sc.train.config, "augment": sc.augment, "privacy": sc.privacy}
+    # the settings that depend on the data's size follow the data given (scenarios/sizing.py)
+    facts = DataFacts.of(open_dataset(dataset), sc.train.config.get("split", "train"))
+    layers, sizing = size_recipe(facts, sc.model.name, layers, TrainConfig.batch_size)
+    for note in sizing:
+        console.print(f"  sized: {note}")
     cfg_file = run_dir / "train-config.yaml"
     write_text(cfg_file, yaml.safe_dump(layers, sort_keys=False))
     flags = {"max_time": sc.train.max_time, "steps": sc.train.steps, "seed": sc.train.seed}
+    early_stop = early_stop_for(sc)  # measures the gates during training (scenarios/early_stop.py)
     trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags,
-                            conditional=sc.model.conditional)
+                            conditional=sc.model.conditional, callbacks=[early_stop], init_from=init_from,
+                            freeze_trunk=freeze_trunk)
     summary = trainer.fit()
     console.print(f"  trained {summary['step']} steps, {summary['images']} images in {summary['elapsed']:.0f}s "
                   f"({summary['stop_reason']})")  # fmt: skip
+    summary["early_stop"], summary["sizing"] = early_stop.report(), sizing
+    if "check_share" in summary["early_stop"]:
+        es = summary["early_stop"]
+        console.print(f"  gate checks: {len(es['checks'])} ({es['check_seconds']:.1f}s, {es['check_share']:.1%} of "
+                      f"training; evaluator ready in {es['setup_seconds_before_clock']:.1f}s before the clock)")  # fmt: skip
     return summary
+
+
+def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: Any) -> tuple[Scenario, dict[str, Any]]:
+    """The base training (unless given) and the fine-tune to the target voice (module docstring);
+    the scenario with its target filled in, and the fine-tune's training summary."""
+    from genforge.data.canonical import open_dataset
+    from genforge.scenarios.voice_clone import adaptation_datasets, check_base_run, pick_target
+    from genforge.train.launch import merge
+
+    a = sc.adapt
+    assert a is not None
+    full = open_dataset(dataset)
+    target = pick_target(full.speaker_names, a.speaker, dataset)
+    others = [s for s in full.speaker_names if s != target]
+    base_data, target_data = stage("split voices", adaptation_datasets, full, run_dir, target, others, a.max_clips,
+                                   sc.train.seed)  # fmt: skip
+    clips = len(open_dataset(target_data).train_split)
+    console.print(f"  new voice {target!r}: {clips} of its clips to adapt on; base voices: {', '.join(others)}")
+    base_summary = None
+    if a.base is None:
+        base_run = run_dir / "base"
+        base_sc = replace(sc, evaluate=replace(sc.evaluate, gates=[]))  # the gates are the fine-tune's
+        base_summary = stage("train base", _train, base_sc, base_data, base_run, console)
+    else:
+        base_run = check_base_run(Path(a.base), target)
+    tuned = replace(sc, model=replace(sc.model, config=merge(sc.model.config, a.model)),
+                    train=replace(sc.train, max_time=a.max_time, steps=a.steps, config=merge(sc.train.config, a.config)))  # fmt: skip
+    trained = stage("adapt", _train, tuned, target_data, run_dir, console, base_run, a.freeze_trunk)
+    trained["adapt"] = {"speaker": target, "base_speakers": others, "clips": clips, "base_run": str(base_run),
+                        "base_data": str(base_data), "target_data": str(target_data), "freeze_trunk": a.freeze_trunk,
+                        "base_train": None if base_summary is None else
+                        {k: base_summary[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip
+    options = {**sc.evaluate.options, "target_speaker": target}
+    return replace(sc, adapt=replace(a, speaker=target), evaluate=replace(sc.evaluate, options=options)), trained
 
 
 def _evaluate(sc: Scenario, dataset: Path, run_dir: Path) -> dict[str, Any]:
@@ -143,9 +212,11 @@ def check_gates(sc: Scenario, metrics: dict[str, Any]) -> list[GateResult]:
 
 
 def run_scenario(name: str, *, data: str | None = None, out: str | Path | None = None, max_time: str | None = None,
-                 steps: int | None = None, seed: int | None = None, console: Console | None = None) -> RunResult:  # fmt: skip
+                 steps: int | None = None, seed: int | None = None, console: Console | None = None,
+                 speaker: str | None = None, base: str | Path | None = None) -> RunResult:  # fmt: skip
     console = console or Console()
     sc = apply_overrides(load_scenario(name), data, max_time, steps, seed)
+    sc = apply_adapt_overrides(sc, speaker, None if base is None else str(base))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out) if out else Path("runs") / f"{sc.name}-{stamp}"
     if (run_dir / "run.json").exists():
@@ -165,7 +236,10 @@ def run_scenario(name: str, *, data: str | None = None, out: str | Path | None =
         return value
 
     dataset = stage("collect + process", _ingest, sc, run_dir / "dataset", console)
-    stage("augment + train", _train, sc, dataset, run_dir, console)
+    if sc.adapt is None:
+        trained = stage("augment + train", _train, sc, dataset, run_dir, console)
+    else:
+        sc, trained = _adapt(sc, dataset, run_dir, console, stage)
     metrics = stage("evaluate", _evaluate, sc, dataset, run_dir)
     exports = stage("export", _export, sc, run_dir)
     from genforge.evaluate.report import write_report
@@ -177,6 +251,10 @@ def run_scenario(name: str, *, data: str | None = None, out: str | Path | None =
         "passed": result.passed,
         "gates": [to_dict_gate(g) for g in result.gates],
         "timings_s": result.timings,
+        "train": {k: trained[k] for k in ("step", "images", "elapsed", "stop_reason")},
+        "early_stop": trained["early_stop"],
+        "sizing": trained["sizing"],
+        **({"adapt": trained["adapt"]} if "adapt" in trained else {}),
         "dataset": str(dataset),
         "data_report": str(dataset / "report.html"),
         "report": str(report),

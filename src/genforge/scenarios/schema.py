@@ -10,6 +10,7 @@ from typing import Any
 from genforge.core.config import from_dict, load_file
 from genforge.core.errors import ConfigError
 from genforge.evaluate.privacy.config import MembershipConfig, UtilityConfig
+from genforge.scenarios.early_stop import EarlyStopConfig
 
 
 @dataclass
@@ -36,6 +37,28 @@ class TrainSection:
     steps: int | None = None
     seed: int = 0
     config: dict[str, Any] = field(default_factory=dict)  # further trainer settings
+    # stop once the gates pass (or stall) as measured during training (scenarios/early_stop.py)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+
+
+@dataclass
+class AdaptSection:
+    """Adapting a base model to a new voice (voice cloning, scenarios/voice_clone.py): the base
+    trains on every other speaker with the `model:` and `train:` sections, then a fine-tune of it
+    (`--init-from`) on at most `max_clips` of the target speaker's clips with these settings."""
+
+    speaker: str | None = None  # the new voice (a speaker name of the data); None: the last name alphabetically
+    max_clips: int = 250  # of the target's training clips (the same number of each digit, seeded)
+    base: str | None = None  # a finished base run to adapt (skips the base training; `genforge run --base`)
+    freeze_trunk: bool = False  # train only the conditioning tables and output layers
+    max_time: str | None = "3m"
+    steps: int | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # model config overrides of the fine-tune (e.g. lr)
+    config: dict[str, Any] = field(default_factory=dict)  # trainer settings of the fine-tune, over train.config
+
+    def __post_init__(self) -> None:
+        if self.max_clips < 1:
+            raise ConfigError(f"adapt.max_clips: expected a positive number of clips, got {self.max_clips}")
 
 
 @dataclass
@@ -93,6 +116,7 @@ class Scenario:
     serve: ServeSection = field(default_factory=ServeSection)
     # differentially private training: train/privacy.py PrivacyConfig fields (epsilon, delta, ...)
     privacy: dict[str, Any] = field(default_factory=dict)
+    adapt: AdaptSection | None = None  # a base run, then its fine-tune to a new voice (voice cloning)
 
 
 PRESETS = "presets"

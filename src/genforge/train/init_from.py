@@ -7,6 +7,12 @@ family with the same architecture: every tensor's name and shape must match, and
 which config fields differ when they do not. The run records where it started (`init_from` in
 run.json and model.json: the base's path, model, step, dataset fingerprint and a hash of its
 weights file), so a fine-tuned model can be traced back to its base.
+
+Adapting to new data (models/base.py hooks): the family may extend the base's config for the new
+data (`adapt_base_config`: an audio model appends the data's new speakers by name) and fit the
+base's weights to it (`adapt_base_state`: the speaker tables grow); everything else must match.
+`--freeze-trunk` then trains only the family's `adaptation_parameters()` (conditioning tables,
+output layers); run.json and model.json record it under `init_from` with the parameter counts.
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_base_run(run_dir: str | Path) -> InitFrom:
-    """The finished run at `run_dir`: its description, config and weights."""
+def read_base_run(run_dir: str | Path, freeze_trunk: bool = False) -> InitFrom:
+    """The finished run at `run_dir`: its description, config and weights; `freeze_trunk`: the
+    new run trains only the family's adaptation parameters."""
     from safetensors.torch import load_file
 
     from genforge.models.pipeline import MODEL_JSON, MODEL_WEIGHTS
@@ -68,6 +75,7 @@ def read_base_run(run_dir: str | Path) -> InitFrom:
         "step": info.get("step"),
         "dataset_fingerprint": (info.get("dataset") or {}).get("fingerprint"),
         "weights_sha256": _sha256(weights),
+        **({"freeze_trunk": True} if freeze_trunk else {}),
     }
     return InitFrom(record, info["config"], state)
 
@@ -83,19 +91,48 @@ def check_family(base: InitFrom, model_name: str, family: str) -> None:
 def load_base_weights(model: torch.nn.Module, base: InitFrom) -> None:
     """Copy the base weights into `model`, or say which tensors and config fields differ."""
     assert base.state is not None
+    state = model.adapt_base_state(base.state, base.config or {})  # type: ignore[operator]
     own = model.state_dict()
-    missing = sorted(set(own) - set(base.state))
-    extra = sorted(set(base.state) - set(own))
-    shapes = [k for k in own if k in base.state and tuple(own[k].shape) != tuple(base.state[k].shape)]
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or extra or shapes:
         config = to_dict(model.config)  # type: ignore[arg-type]
         base_config = base.config or {}
         differ = sorted(k for k in set(config) | set(base_config) if config.get(k) != base_config.get(k))
-        parts = [f"{k} {tuple(base.state[k].shape)} -> {tuple(own[k].shape)}" for k in shapes[:3]]
+        parts = [f"{k} {tuple(state[k].shape)} -> {tuple(own[k].shape)}" for k in shapes[:3]]
         parts += [f"{k} missing from the base" for k in missing[:3]] + [f"{k} not in the new model" for k in extra[:3]]
         raise ConfigError(
             f"--init-from {base.path}: the base weights do not fit the new model ({'; '.join(parts)}"
             f"{', ...' if len(shapes) + len(missing) + len(extra) > 6 else ''}); config fields that differ: "
             + (", ".join(f"{k} (base {base_config.get(k)!r}, now {config.get(k)!r})" for k in differ) or "none")
         )
-    model.load_state_dict(base.state)
+    model.load_state_dict(state)
+
+
+def freeze_trunk(model: torch.nn.Module) -> dict[str, Any]:
+    """Stop gradients to every parameter but the family's adaptation parameters (before the
+    trainer builds its optimisers, which take trainable parameters only); what the record keeps."""
+    keep = set(model.adaptation_parameters())  # type: ignore[operator]
+    if not keep:
+        raise ConfigError(
+            f"--freeze-trunk: the {model.family!r} family names no adaptation parameters to train with its trunk "  # type: ignore[union-attr]
+            "frozen; fine-tune it without --freeze-trunk"
+        )
+    counts = {"trainable": 0, "frozen": 0}
+    for name, p in model.named_parameters():
+        if name not in keep:
+            p.requires_grad_(False)
+        counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+    return {"trainable_parameters": counts["trainable"], "frozen_parameters": counts["frozen"],
+            "trainable_tensors": sorted(keep)}  # fmt: skip
+
+
+def start_from_base(model: torch.nn.Module, base: InitFrom, model_name: str) -> None:
+    """The trainer's step for a run that started from a base: the base weights (a new run; a
+    resumed one reads its checkpoint instead), then the frozen trunk (new and resumed runs alike)."""
+    if base.state is not None:
+        check_family(base, model_name, model.family)  # type: ignore[arg-type]
+        load_base_weights(model, base)
+    if base.record.get("freeze_trunk"):
+        base.record.update(freeze_trunk(model))

@@ -102,8 +102,9 @@ def model_config(
     ensure_models_registered(model_name)
     cls = MODELS.get(model_name)
     where = f"model {model_name}"
-    if base is not None:
-        return from_dict(cls.config_class, merge(base, overrides), where=where)
+    if base is not None:  # the family fits the base's config to the new data (new speakers: models/base.py)
+        adapted = cls.adapt_base_config(base, dataset.model_fields())
+        return from_dict(cls.config_class, merge(adapted, overrides), where=where)
     if cls.modality != dataset.modality:
         raise ConfigError(
             f"model {model_name!r} is a {cls.modality} model but {dataset.path} is a {dataset.modality} dataset"
@@ -125,16 +126,18 @@ def ensure_models_registered(model_name: str) -> None:
         import genforge.models.zoo  # noqa: F401  (importing the families registers them)
 
 
-def augment_from_config(section: dict[str, Any]) -> tuple[Any, Any]:
-    """(callable(images, generator) -> images, its config) for the classical batch augmentation."""
+def augment_from_config(section: dict[str, Any], dataset: Any) -> tuple[Any, Any]:
+    """(callable(batch, generator) -> batch, its config) for the batch augmentation of the
+    dataset's modality (`augment.augmentation_for`: images' classical ops, audio's wave ops)."""
     if not section:
         return None, None
     try:
-        from genforge.augment import AugmentConfig, build_augment
+        from genforge.augment import augmentation_for
     except ImportError as exc:
         raise ConfigError(f"augment section given but genforge.augment cannot provide it ({exc})") from None
-    cfg = from_dict(AugmentConfig, section, where="augment")
-    return build_augment(cfg), cfg
+    kind = augmentation_for(dataset.modality)
+    cfg = from_dict(kind.config, section, where="augment")
+    return kind.build(cfg, dataset), cfg
 
 
 def route_diffaugment(
@@ -183,10 +186,12 @@ def build_trainer(
     callbacks: list | tuple = (),
     init_from: str | Path | None = None,
     privacy: dict[str, Any] | None = None,
+    freeze_trunk: bool = False,
 ):
     """A Trainer for run directory `out`; `flags` are TrainConfig fields from explicit options,
     `privacy` PrivacyConfig fields from explicit options (--dp-epsilon, ...); `init_from` a
-    finished run whose weights the new run starts from (train/init_from.py)."""
+    finished run whose weights the new run starts from (train/init_from.py), `freeze_trunk`
+    training only its adaptation parameters."""
     from genforge.core.lock import ensure_free
     from genforge.data.canonical import open_dataset
     from genforge.train.trainer import RUN_JSON, Trainer
@@ -207,7 +212,7 @@ def build_trainer(
             raise ConfigError(f"--resume: {out} trained model {saved['model']!r}, not {model_name!r}")
         model_name = saved["model"]
         data = data or saved["dataset"]["path"]
-    base = _init_from(init_from, saved, out)
+    base = _init_from(init_from, saved, out, freeze_trunk)
     if base is not None and base.state is not None:
         from genforge.models.registry import MODELS
         from genforge.train.init_from import check_family
@@ -238,7 +243,7 @@ def build_trainer(
     # a fine-tuning run starts from the base's config (its architecture), overridden as usual
     start_config = saved["model_config"] if saved else base.config if base is not None else None
     mcfg = model_config(model_name, dataset, model_overrides, conditional, start_config)
-    augment, augment_cfg = augment_from_config(augment_section)
+    augment, augment_cfg = augment_from_config(augment_section, dataset)
     if saved is not None:
         _check_resume_changes(saved["train"], to_dict(train_cfg), "train", RESUMABLE_CHANGES)
         _check_resume_changes(saved["model_config"], to_dict(mcfg), "model", ())
@@ -286,11 +291,17 @@ def private_defaults(model_name: str) -> dict[str, Any]:
     return dict(MODELS.get(model_name).private_defaults)
 
 
-def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: Path):
+def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: Path, freeze_trunk: bool = False):
     """The base run of `--init-from`; on resume, the record of the one the run started from."""
     from genforge.train.init_from import InitFrom, read_base_run
 
     recorded = (saved or {}).get("init_from")
+    if freeze_trunk and not (recorded or {}).get("freeze_trunk"):
+        if saved is not None:
+            raise ConfigError(f"--resume continues {out} as it started, with its whole network trained: "
+                              "drop --freeze-trunk")  # fmt: skip
+        if init_from is None:
+            raise ConfigError("--freeze-trunk fine-tunes a base run: give --init-from BASE_RUN")
     if saved is not None:
         if init_from is not None and (recorded is None or Path(init_from).resolve() != Path(recorded["path"])):
             raise ConfigError(
@@ -299,4 +310,4 @@ def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: 
                 "drop --init-from"
             )
         return InitFrom(recorded) if recorded else None
-    return read_base_run(init_from) if init_from is not None else None
+    return read_base_run(init_from, freeze_trunk) if init_from is not None else None

@@ -63,6 +63,11 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.add_text(tag, text, step)
 
+    def add_audio(self, tag: str, audio, step: int, sample_rate: int) -> None:
+        """A mono clip, float (T,) in [-1, 1]."""
+        if self._tb is not None:
+            self._tb.add_audio(tag, audio.reshape(1, -1), step, sample_rate=sample_rate)
+
     def close(self) -> None:
         self._fh.close()
         if self._tb is not None:

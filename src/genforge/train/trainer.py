@@ -108,11 +108,10 @@ class Trainer:
         )  # same initial weights on every rank (rank 0's are broadcast anyway)
         self.model: GenerativeModel = MODELS.get(model_name)(model_config).to(self.device)
         self.init_from = init_from
-        if init_from is not None and init_from.state is not None:
-            from genforge.train.init_from import check_family, load_base_weights
+        if init_from is not None:  # base weights, frozen trunk: before the EMA and the optimisers see them
+            from genforge.train.init_from import start_from_base
 
-            check_family(init_from, model_name, self.model.family)
-            load_base_weights(self.model, init_from)  # before the EMA copies the weights
+            start_from_base(self.model, init_from, model_name)
         self._seed_everything(config.seed + self.ctx.rank)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)

@@ -260,7 +260,8 @@ class AudioDataset:
 
     def model_fields(self) -> dict[str, Any]:
         """The model config fields this data fixes (an audio family's `default_config` takes them)."""
-        return {"sample_rate": self.sample_rate, "length": self.clip_length, "num_speakers": self.num_speakers}
+        return {"sample_rate": self.sample_rate, "length": self.clip_length, "num_speakers": self.num_speakers,
+                "speaker_names": self.speaker_names}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -35,7 +35,10 @@ class AudioPipeline(Pipeline):
 
     @property
     def speaker_names(self) -> list[str]:
-        return list(self.info.get("dataset", {}).get("speaker_names") or [])
+        """Names of the model's speaker ids: its config's (an adapted model knows its base's
+        speakers beside its data's), else, for runs that predate them, the dataset's."""
+        names = getattr(self.model.config, "speaker_names", None)
+        return list(names or self.info.get("dataset", {}).get("speaker_names") or [])
 
     def resolve_speakers(self, n: int, speaker: int | str | None, speakers: np.ndarray | None) -> torch.Tensor | None:
         """Speaker ids of n samples: `speakers`, else n of `speaker` (an id or a name), else the

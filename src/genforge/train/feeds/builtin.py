@@ -1,3 +1,3 @@
 """Importing this registers the feeds of the shipped modalities."""
 
-from genforge.train.feeds import image, text  # noqa: F401
+from genforge.train.feeds import audio, image, text  # noqa: F401

@@ -1,0 +1,239 @@
+"""Do the shipped image scenarios hold on data they were not tuned on? (issue 14, section 1)
+
+    .venv/bin/python bench/scenario_generalisation.py [--scenarios digits,mnist,small-color,few-shot]
+        [--sets own,glyphs10,cifar10-gray,mnist-inverted,glyphs3,glyphs40] [--budget-scale 1.0]
+        [--work runs/generalisation] [--out bench/results/scenario_generalisation.md] [--seed 0]
+
+Runs `genforge run --scenario S --data SET` (a fresh process each, as a user runs it) for every
+scenario on its own data and on each foreign set of bench/foreign_sets.py, at the scenario's own
+time budget times `--budget-scale` (1 = the benchmark; a small scale is a quick check that the
+script works, not a result). Records each run's gate values and PASS/FAIL, the steps trained,
+how training ended (budget, early stop on passing gates, or a stall and why), the share of
+training time the in-training gate checks took, and the settings the recipe derived from the
+data, into a markdown table (with `lscpu`'s model name and the command) and a JSON file beside it.
+
+Own data: the scenario's own source (`digits`), or for the scenarios that take `--data`, what
+they were tuned on: `mnist` on ../shared/data/mnist-test, `small-color` on CIFAR-10
+(../shared/data/cifar10). The foreign sets are never used to choose a recipe's settings: they
+measure, after the fact, whether settings chosen elsewhere hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import foreign_sets
+from genforge.core.atomic import write_json, write_text
+from genforge.scenarios.schema import load_scenario, preset_names
+from genforge.train.budget import parse_duration
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = foreign_sets.SHARED
+# what the scenarios without a source of their own (or with one that downloads) were tuned on
+OWN_DATA = {"mnist": SHARED / "mnist-test", "small-color": SHARED / "cifar10" / "cifar10-jpg.tar.gz"}
+OWN = "own"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown CPU (no lscpu)"
+    for line in out.splitlines():
+        if line.strip().lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def image_scenarios() -> list[str]:
+    """The shipped scenarios whose model makes images."""
+    import genforge.models.zoo  # noqa: F401  (registers the families)
+    from genforge.models.registry import MODELS
+
+    models = {n: load_scenario(n).model.name for n in preset_names()}
+    return [n for n, m in models.items() if m in MODELS and MODELS.get(m).modality == "image"]
+
+
+def own_data(scenario: str) -> str | None:
+    """The --data of the scenario's own run (None: its own source), or raise when it is absent."""
+    path = OWN_DATA.get(scenario)
+    if path is None:
+        if load_scenario(scenario).data.source is None:
+            raise FileNotFoundError(f"{scenario}: no source of its own and no known data it was tuned on")
+        return None
+    if not path.exists():
+        raise FileNotFoundError(f"{scenario}: its own data {path} is absent")
+    return str(path)
+
+
+def scaled_budget(scenario: str, scale: float) -> list[str]:
+    train = load_scenario(scenario).train
+    if train.max_time:
+        return ["--max-time", f"{max(1.0, parse_duration(train.max_time) * scale):.0f}s"]
+    if train.steps:
+        return ["--steps", str(max(1, round(train.steps * scale)))]
+    return []
+
+
+def run_one(
+    scenario: str, data: str | None, out: Path, budget: list[str], seed: int, log: Path
+) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "genforge", "run", "--scenario", scenario, "--out", str(out), "--seed", str(seed),
+           *budget, *(["--data", data] if data else [])]  # fmt: skip
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+                              env={**os.environ, "COLUMNS": "160"})  # fmt: skip
+    wall = time.perf_counter() - t0
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        return {
+            "status": "ERROR",
+            "exit": proc.returncode,
+            "wall_s": round(wall, 1),
+            "error": " | ".join(tail),
+        }
+    s = json.loads(summary_path.read_text())
+    es = s.get("early_stop") or {}
+    return {
+        "status": "PASS" if s["passed"] else "FAIL",
+        "exit": proc.returncode,
+        "wall_s": round(wall, 1),
+        "gates": s["gates"],
+        "steps": s.get("train", {}).get("step"),
+        "train_s": s.get("train", {}).get("elapsed"),
+        "stop_reason": s.get("train", {}).get("stop_reason"),
+        "early_stop": es.get("outcome"),
+        "check_share": es.get("check_share"),
+        "evaluator_s_before_clock": es.get("setup_seconds_before_clock"),
+        "sizing": s.get("sizing", []),
+    }
+
+
+def _gates_cell(r: dict[str, Any]) -> str:
+    if r["status"] == "ERROR":
+        return f"error: {r['error'][:160]}"
+    return ", ".join(
+        f"{g['metric']} {'missing' if g['value'] is None else format(g['value'], '.3g')}"
+        f"{'' if g['passed'] else ' (FAIL ' + g['bound'] + ')'}"
+        for g in r["gates"]
+    )
+
+
+def _stop_cell(r: dict[str, Any]) -> str:
+    if r["status"] == "ERROR":
+        return ""
+    outcome = r.get("early_stop") or "off"
+    share = r.get("check_share")
+    return f"{outcome}" + (f", checks {share:.1%}" if share is not None else "")
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "## Scenario generalisation: the shipped image scenarios on data they were not tuned on",
+        "",
+        f"Machine: {meta['cpu']} ({meta['cores']} cores), {meta['date']}. Command: `{meta['command']}`",
+        "",
+        f"Budget: each scenario's own training time x {meta['budget_scale']:g}"
+        + ("" if meta["budget_scale"] == 1 else " (**a quick pass, not the benchmark**)")
+        + ". Foreign sets (bench/foreign_sets.py, 28x28 grey, seed "
+        f"{meta['seed']}): {', '.join(meta['foreign'])}; no recipe setting was chosen on them.",
+        "",
+        "| scenario | data | result | steps | train s | stop (early stop, check cost) | gate values | sized from the data |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        sizing = "; ".join(n.split(":")[0] for n in r.get("sizing", [])) or "-"
+        train_s = "" if r.get("train_s") is None else f"{r['train_s']:.0f}"
+        lines.append(f"| {r['scenario']} | {r['set']} | {r['status']} | {r.get('steps') or ''} | {train_s} | "
+                     f"{_stop_cell(r)} | {_gates_cell(r)} | {sizing} |")  # fmt: skip
+    lines += ["", "Per scenario (goal: its own data and at least 4 of 5 foreign sets pass):", ""]
+    for sc in dict.fromkeys(r["scenario"] for r in rows):
+        mine = [r for r in rows if r["scenario"] == sc]
+        own = next((r["status"] for r in mine if r["set"] == OWN), "not run")
+        foreign = [r for r in mine if r["set"] != OWN]
+        passed = sum(r["status"] == "PASS" for r in foreign)
+        lines.append(f"- {sc}: own data {own}; foreign sets {passed}/{len(foreign)} pass")
+    stalls = [r for r in rows if r.get("early_stop") == "stalled"]
+    if stalls:
+        lines += ["", "Stalled runs, as their summaries say:", ""]
+        lines += [f"- {r['scenario']} on {r['set']}: {r['stop_reason']}" for r in stalls]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--scenarios", default=None, help="comma-separated (default: every shipped image scenario)"
+    )
+    ap.add_argument(
+        "--sets",
+        default=",".join([OWN, *foreign_sets.BUILDERS]),
+        help=f"comma-separated, of {OWN} (the scenario's own data), {', '.join(foreign_sets.BUILDERS)}",
+    )
+    ap.add_argument(
+        "--budget-scale", type=float, default=1.0, help="times each scenario's budget (1 = benchmark)"
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "runs" / "generalisation",
+        help="sets, runs and logs (runs/ is git-ignored)",
+    )
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scenario_generalisation.md")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.budget_scale <= 0:
+        ap.error("--budget-scale must be > 0")
+    scenarios = args.scenarios.split(",") if args.scenarios else image_scenarios()
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in sets if s != OWN and s not in foreign_sets.BUILDERS]
+    if unknown:
+        ap.error(f"unknown set(s) {', '.join(unknown)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows: list[dict[str, Any]] = []
+    for name in [s for s in sets if s != OWN]:
+        foreign_sets.ensure(name, args.work / "sets", args.seed)
+    for scenario in scenarios:
+        budget = scaled_budget(scenario, args.budget_scale)
+        for set_name in sets:
+            row: dict[str, Any] = {"scenario": scenario, "set": set_name}
+            try:
+                data = own_data(scenario) if set_name == OWN else str(args.work / "sets" / f"{set_name}.npz")
+            except FileNotFoundError as exc:
+                rows.append({**row, "status": "ERROR", "error": str(exc)})
+                print(f"{scenario} on {set_name}: skipped ({exc})", flush=True)
+                continue
+            out = args.work / "runs" / stamp / f"{scenario}--{set_name}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            print(f"{scenario} on {set_name} ({' '.join(budget)}) ...", flush=True)
+            result = run_one(scenario, data, out, budget, args.seed, out.with_suffix(".log"))
+            rows.append({**row, **result, "run_dir": str(out)})
+            print(f"  {result['status']} in {result['wall_s']:.0f}s: {_gates_cell(rows[-1])}", flush=True)
+    meta = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(
+            [".venv/bin/python", "bench/scenario_generalisation.py", *(argv or sys.argv[1:])]
+        ),
+        "budget_scale": args.budget_scale,
+        "seed": args.seed,
+        "foreign": [s for s in sets if s != OWN],
+    }
+    write_text(args.out, markdown(rows, meta))
+    write_json(args.out.with_suffix(".json"), {"meta": meta, "runs": rows})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Target-speaker evaluation of a voice-cloning run (`genforge eval RUN --ref DATA` with option
+`target_speaker: NAME`; the `voice-clone` scenario sets it).
+
+The reference dataset holds every speaker (the base voices and the target), so its evaluator
+(`evaluator.py`) has a speaker head that knows the target. The run makes `n` clips requested
+for the target speaker (digits in its training class mix), and they are scored against the
+target's own clips:
+
+- `target_speaker_accuracy`: share of the clips the evaluator's speaker head gives to the target;
+- `target_digit_accuracy`: share whose digit the evaluator recognises as the one requested;
+- `target_fad`: Fréchet Audio Distance (evaluator features) to the target's held-out clips of
+  the reference split; `target_fad_control` is the same distance from the target's clips the
+  run trained on (real clips: what a perfect clone would score at that reference size);
+- `target_memorised_share`: the memorisation audit (`evaluate.memorisation`, feature space)
+  against the target clips the run trained on, calibrated on the target clips it never saw:
+  the share of samples closer to a training clip than 99% of those unseen real takes are
+  (about 0.01 for a model that makes new takes, 1 for one that replays its training clips);
+  the waveform-space audit (literal copies) is in the details;
+- `target_real_speaker_accuracy`, `target_real_digit_accuracy`: the evaluator itself on the
+  target's held-out takes (its ceiling on this voice).
+
+The clips the run trained on are those its `training-clips.json` names (content hashes,
+train/feeds/audio.py), found in the reference dataset by hash; without that record, the
+target's clips of the train split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genforge.core.errors import ConfigError
+from genforge.evaluate.audio.samples import generate_from_run
+from genforge.evaluate.memorisation import AuditConfig, audit_space
+from genforge.evaluate.metrics.base import FeatureSet
+from genforge.evaluate.metrics.fid import fid_between, small_sample_warning
+
+OPTION = "target_speaker"
+CLIPS_RECORD = "training-clips.json"  # train/feeds/audio.py writes it
+MEANINGS = {
+    "target_speaker_accuracy": "share of the clips requested for the target speaker that the evaluator attributes "
+                               "to the target; 0..1",
+    "target_digit_accuracy": "share of those clips whose digit the evaluator recognises as requested; 0..1",
+    "target_fad": "FAD of those clips to the target's held-out clips (compare with target_fad_control)",
+    "target_fad_control": "FAD of the target's training clips to its held-out clips: what real takes score",
+    "target_memorised_share": "share of those clips closer to a target training clip than 99% of the target's unseen "
+                              "real takes are (feature space); ~0.01 = new takes, 1 = replays",
+    "target_real_speaker_accuracy": "the evaluator's speaker accuracy on the target's held-out takes (its ceiling)",
+    "target_real_digit_accuracy": "the evaluator's digit accuracy on the target's held-out takes",
+}  # fmt: skip
+
+
+def trained_hashes(run_dir: Path) -> set[str] | None:
+    path = run_dir / CLIPS_RECORD
+    if not path.is_file():
+        return None
+    return {c["hash"] for c in json.loads(path.read_text())["clips"]}
+
+
+def target_rows(dataset: Any, split: str, speaker_id: int) -> np.ndarray:
+    """Indices of `split`'s clips of the speaker."""
+    data = dataset.split(split)
+    ids = np.asarray(data.speakers if data.speakers is not None else np.full(len(data), -1), np.int64)
+    return np.flatnonzero(ids == speaker_id)
+
+
+def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureSet, train: FeatureSet | None,
+                    split: str, config: Any, speaker: str) -> dict[str, Any]:  # fmt: skip
+    """{"values": the target_* numbers, "details": counts, audits and per-speaker attributions}."""
+    if pipe is None:
+        raise ConfigError(f"option {OPTION}: the target-speaker evaluation generates from a run directory")
+    if not pipe.speaker_conditional:
+        raise ConfigError(f"option {OPTION}: model {pipe.name!r} is not speaker-conditional")
+    if speaker not in dataset.speaker_names:
+        raise ConfigError(f"option {OPTION}: {speaker!r} is not a speaker of {dataset.path} "
+                          f"(its speakers: {', '.join(dataset.speaker_names)})")  # fmt: skip
+    if evaluator.num_speakers == 0 or train is None:
+        raise ConfigError(
+            f"option {OPTION}: needs an evaluator with a speaker head and a train split in {dataset.path}"
+        )
+    sid = dataset.speaker_names.index(speaker)
+    samples = generate_from_run(pipe, config.n, config.seed, dataset.sample_rate, dataset.clip_length,
+                                dataset.speaker_names, speaker=speaker)  # fmt: skip
+    feats = evaluator.extract(samples.audio, config.batch_size)
+    values: dict[str, float] = {
+        "target_speaker_accuracy": float((feats.speaker_probs.argmax(1) == sid).mean())
+    }
+    if samples.labels is not None:
+        values["target_digit_accuracy"] = float((feats.probs.argmax(1) == samples.labels).mean())
+    # the target's clips: held-out ones (the FAD reference) and training ones, split by what the run saw
+    held = target_rows(dataset, split, sid)
+    train_rows = target_rows(dataset, "train", sid)
+    seen = trained_hashes(Path(pipe.path))
+    train_hashes = dataset.train_split.index["hashes"]
+    trained = (
+        train_rows if seen is None else np.array([i for i in train_rows if train_hashes[i] in seen], np.int64)
+    )
+    unseen_train = np.setdiff1d(train_rows, trained)
+    if not len(held) or not len(trained):
+        raise ConfigError(f"option {OPTION}: {dataset.path} needs clips of {speaker!r} in both its {split!r} split "
+                          f"and the run's training clips (found {len(held)} and {len(trained)})")  # fmt: skip
+    held_set = FeatureSet(reference.features[held])
+    values["target_fad"] = fid_between(FeatureSet(feats.features), held_set)
+    values["target_fad_control"] = fid_between(FeatureSet(train.features[trained]), held_set)
+    # the unseen takes calibrate the audit: held-out ones and training clips the run did not use
+    unseen_feats = np.concatenate([reference.features[held], train.features[unseen_train]])
+    cfg = AuditConfig()
+    audit = audit_space("features", feats.features, train.features[trained], unseen_feats, cfg)
+    train_audio = np.asarray(dataset.train_split.audio)
+    unseen_audio = np.concatenate([np.asarray(dataset.split(split).audio[held]), train_audio[unseen_train]])
+    wave = audit_space("waveform", samples.audio, train_audio[trained], unseen_audio, cfg)
+    values["target_memorised_share"] = audit.summary["copy_rate"]
+    real = evaluator.extract(np.asarray(dataset.split(split).audio[held]), config.batch_size)
+    values["target_real_speaker_accuracy"] = float((real.speaker_probs.argmax(1) == sid).mean())
+    values["target_real_digit_accuracy"] = float(
+        (real.probs.argmax(1) == np.asarray(dataset.split(split).labels)[held]).mean()
+    )
+    attributed = np.bincount(feats.speaker_probs.argmax(1), minlength=len(dataset.speaker_names))
+    details = {
+        "speaker": speaker, "n_samples": len(samples.audio), "heldout_split": split, "heldout_clips": int(len(held)),
+        "trained_clips": int(len(trained)), "unseen_train_clips": int(len(unseen_train)),
+        "trained_from": CLIPS_RECORD if seen is not None else "the target's clips of the train split",
+        "attributed_to": {name: int(c) for name, c in zip(dataset.speaker_names, attributed, strict=True)},
+        "memorisation": {"features": audit.summary, "waveform": wave.summary},
+        "warnings": small_sample_warning("target FAD", min(len(held), len(samples.audio))),
+        "meanings": MEANINGS,
+    }  # fmt: skip
+    return {"values": values, "details": details}
+
+
+def voice_section(ctx: Any) -> str:
+    """The report's section on voices as personal data: the target speaker's scores (a voice-
+    cloning evaluation), the run's base, which clips it trained on, and the service's allow-list."""
+    from genforge.evaluate.report import _esc, _table
+
+    out = []
+    target = (ctx.metrics or {}).get("target_speaker")
+    if target:
+        d = target["details"]
+        rows = [[k, v, MEANINGS.get(k, "")] for k, v in target["values"].items()]
+        out += [f"<p>Clips requested for the target voice <b>{_esc(d['speaker'])}</b> ({_esc(d['n_samples'])}), "
+                f"scored against its {_esc(d['heldout_clips'])} held-out takes ({_esc(d['heldout_split'])} split) and "
+                f"the {_esc(d['trained_clips'])} clips the run trained on ({_esc(d['trained_from'])}). The evaluator "
+                f"attributed them to: {_esc(', '.join(f'{k} {v}' for k, v in d['attributed_to'].items()))}.</p>",
+                _table(["metric", "value", "what it means"], rows)]  # fmt: skip
+    base = ctx.info.get("init_from")
+    if base:
+        frozen = " with its trunk frozen" if base.get("freeze_trunk") else ""
+        out.append(f"<p>Adapted{frozen} from the base run <code>{_esc(base.get('path'))}</code> ({_esc(base.get('model'))}, "
+                   f"step {_esc(base.get('step'))}, weights SHA-256 {_esc(base.get('weights_sha256'))}).</p>")  # fmt: skip
+    record = ctx.run_dir / CLIPS_RECORD
+    if record.is_file():
+        clips = json.loads(record.read_text())
+        per = ", ".join(f"{k} {v}" for k, v in clips.get("per_speaker", {}).items())
+        out.append(f"<p>A voice is personal data. This run records which clips it trained on in "
+                   f"<code>{_esc(record)}</code>: the content hashes of its {_esc(clips.get('count'))} clips ({_esc(per)}; "
+                   f"digest {_esc(clips.get('digest'))}), not copies of the audio nor file names, so anyone can check "
+                   "whether a recording of theirs is among them. Serve it with <code>genforge serve RUN --allow-speaker "
+                   "NAME</code> to refuse requests for every voice not on the list (HTTP 403).</p>")  # fmt: skip
+    return "\n".join(out) or '<p class="muted">No speaker record for this run.</p>'
