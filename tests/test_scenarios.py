@@ -9,12 +9,12 @@ from typer.testing import CliRunner
 
 from genforge.cli import app
 from genforge.core.errors import ConfigError
+from genforge.evaluate.audio.enhancement import OUTPUTS as ENHANCEMENT_OUTPUTS
+from genforge.evaluate.audio.evaluation import OUTPUT_NAMES as AUDIO_NAMES
+from genforge.evaluate.audio.target import MEANINGS as TARGET_OUTPUTS
 from genforge.evaluate.metrics.base import output_info
 from genforge.evaluate.privacy.membership import OUTPUTS as MEMBERSHIP_OUTPUTS
 from genforge.evaluate.privacy.utility import OUTPUTS as UTILITY_OUTPUTS
-from genforge.evaluate.audio.target import MEANINGS as TARGET_OUTPUTS
-from genforge.evaluate.audio.enhancement import OUTPUTS as ENHANCEMENT_OUTPUTS
-from genforge.evaluate.audio.evaluation import OUTPUT_NAMES as AUDIO_NAMES
 from genforge.evaluate.restoration import OUTPUTS as RESTORATION_OUTPUTS
 from genforge.evaluate.text.evaluation import OUTPUTS as TEXT_OUTPUTS
 from genforge.models.registry import MODELS
