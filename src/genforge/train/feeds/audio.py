@@ -45,7 +45,9 @@ def model_speaker_ids(ids: np.ndarray | None, data_names: list[str], model_names
 def write_clip_record(run_dir: Path, dataset: Any, split: Any) -> Path:
     """RUN_DIR/training-clips.json: which clips the run trains on, as the content hashes of the
     dataset's index (not copies, not file names: a voice is personal data) with their speakers'
-    names, so a person can ask whether their recordings trained a model (docs/privacy.md)."""
+    names, so a person can ask whether their recordings trained a model (docs/training.md). The
+    record is itself membership information: it stays in the run directory (exports and the
+    service do not carry it)."""
     from genforge.core.atomic import write_json
     from genforge.core.hashing import hash_json
 
