@@ -19,11 +19,12 @@ import datetime
 import os
 import platform
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
@@ -41,12 +42,8 @@ STAGES = {  # cProfile entries (file suffix, function) -> the stage they time
 
 
 def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith("Model name")), platform.processor()
-    )
     return (
-        f"{os.cpu_count()} CPU cores (affinity {len(os.sched_getaffinity(0))}), {model}, "
+        f"{os.cpu_count()} CPU cores (affinity {len(os.sched_getaffinity(0))}), {cpu_model()}, "
         f"Python {platform.python_version()}"
     )
 

@@ -21,13 +21,13 @@ import gzip
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import cpu_model
 from genforge.data.sources.base import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,17 +65,6 @@ CASES: dict[str, Callable[[Path], int]] = {
     "bare tarfile loop": bare_tarfile,
     "genforge tar source": genforge_source,
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    return next(
-        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-        "unknown",
-    )
 
 
 def main() -> None:

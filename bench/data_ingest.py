@@ -14,7 +14,6 @@ import io
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -24,20 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 TAR = REPO.parent / "shared" / "data" / "cifar10" / "cifar10-jpg.tar.gz"
 
 
 def machine() -> str:
-    model = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if ln.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    return f"{os.cpu_count()} CPU cores (nproc {len(os.sched_getaffinity(0))}), {model}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} CPU cores (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, Python {platform.python_version()}"
 
 
 def load() -> str:

@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import cpu_model
 from genforge.augment import AugmentConfig, DiffAugmentConfig, build_augment, build_diffaugment
 from genforge.core.config import from_dict
 from genforge.data.canonical import SplitData, open_dataset, write_dataset
@@ -151,11 +151,7 @@ def augment_costs(rounds: int) -> list[tuple[str, float, float]]:
 
 
 def machine() -> str:
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?"
-    )
-    return f"nproc {os.cpu_count()}, CPU {model}, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
+    return f"nproc {os.cpu_count()}, CPU {cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
@@ -37,15 +37,8 @@ GOAL_PESQ_MARGIN, GOAL_SI_SDR, GOAL_RTF = 0.3, 8.0, 50.0
 
 
 def machine(threads: int) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, {threads} threads used, load average {load:.1f} at the start"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {threads} threads used, load average {load:.1f} at the start"
 
 
 def train_probe(seconds: float, work: Path, seed: int) -> tuple[Path, Path, dict]:

@@ -19,7 +19,6 @@ import gzip
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,22 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "evaluate.md"
 MNIST = REPO.parent / "shared" / "data" / "mnist-test"
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except (OSError, subprocess.CalledProcessError, AttributeError):
-        pass
     load = os.getloadavg()[0]
     import torch
 
-    return (f"nproc {os.cpu_count()}, {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    return (f"nproc {os.cpu_count()}, {cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}; load average {load:.1f} at the end of the run "
             f"(the machine was shared with other engineers' processes)")  # fmt: skip
 

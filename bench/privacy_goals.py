@@ -35,15 +35,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from common import cpu_model, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist-test"
@@ -65,12 +65,7 @@ def seconds(text: str) -> float:
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} CPUs"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 def dataset(out: Path) -> Path:
@@ -126,14 +121,14 @@ def fmt(value: Any, digits: int = 3) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["family", "run", "epsilon (target)", "delta", "sigma", "steps", "train s", "stopped by", "TSTR", "TRTR",
             "TSTR/TRTR", "MIA AUC", "best attack", "TPR @ 1% FPR", "FID"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.2f} ({fmt(r['target_epsilon'], 0)})"
         cells = [r["family"], r["run"], eps, fmt(r["delta"], 6) if r["delta"] else "-", fmt(r["noise_multiplier"]),
                  str(r["steps"]), fmt(r["train_s"], 0), r["stop"], fmt(r["tstr"]), fmt(r["trtr"]), fmt(r["tstr_ratio"]),
                  fmt(r["mia_auc"]), r["best_attack"] or "-", fmt(r["mia_tpr_at_1fpr"]), fmt(r["fid"], 2)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return "\n".join(markdown_table(head, body))
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common import cpu_model, log_tail, markdown_table, run_logged
 
 REPO = Path(__file__).resolve().parents[1]
 GENFORGE = Path(sys.executable).parent / "genforge"
@@ -85,15 +86,9 @@ class StepFailed(Exception):
 def genforge(args: list[str], log: Path, env: dict[str, str]) -> float:
     """Run `genforge ARGS`, output into `log`; seconds taken. StepFailed on a non-zero exit."""
     cmd = [str(GENFORGE), *args]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        fh.write("$ " + shlex.join(cmd) + "\n")
-        fh.flush()
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
-    seconds = time.perf_counter() - t0
+    rc, seconds = run_logged(cmd, log, env=env)
     if rc != 0:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
+        tail = "\n".join(log_tail(log, 15))
         raise StepFailed(f"`{shlex.join(cmd)}` exited {rc} (log {log}):\n{tail}")
     return seconds
 
@@ -395,8 +390,7 @@ def fmt(value: Any, spec: str = ".3g") -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(markdown_table(header, rows))
 
 
 QUALITY_COLUMNS = [  # (header, key, format)
@@ -533,14 +527,7 @@ SECTIONS = {"mnist": mnist_section, "cifar": cifar_section}
 def machine() -> str:
     import torch
 
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    except OSError:
-        lines = []
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    cpu = fields.get("Model name", "unknown CPU").strip()
-
-    return (f"`nproc` {os.cpu_count()}, {cpu} (lscpu), torch {torch.__version__} "
+    return (f"`nproc` {os.cpu_count()}, {cpu_model()} (lscpu), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads); load average {os.getloadavg()[0]:.1f} when written")  # fmt: skip
 
 

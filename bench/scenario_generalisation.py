@@ -4,10 +4,11 @@
         [--sets own,glyphs10,cifar10-gray,mnist-inverted,glyphs3,glyphs40] [--budget-scale 1.0]
         [--work runs/generalisation] [--out bench/results/scenario_generalisation.md] [--seed 0]
 
-Runs `genforge run --scenario S --data SET` (a fresh process each, as a user runs it) for every
-scenario on its own data and on each foreign set of bench/foreign_sets.py, at the scenario's own
-time budget times `--budget-scale` (1 = the benchmark; a small scale is a quick check that the
-script works, not a result). Records each run's gate values and PASS/FAIL, the steps trained,
+Runs `genforge run --scenario S --data SET` (a fresh process each, as a user runs it, without the
+calling shell's thread settings: common.thread_environment) for every scenario on its own data
+and on each foreign set of bench/foreign_sets.py, at the scenario's own time budget times
+`--budget-scale` (1 = the benchmark; a small scale is a quick check that the script works, not a
+result). Records each run's gate values and PASS/FAIL, the steps trained,
 how training ended (budget, early stop on passing gates, or a stall and why), the share of
 training time the in-training gate checks took, and the settings the recipe derived from the
 data, into a markdown table (with `lscpu`'s model name and the command) and a JSON file beside it.
@@ -23,33 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import foreign_sets
+from common import REPO, cpu_model, genforge_command, log_tail, markdown_table, run_logged, thread_environment
 from genforge.core.atomic import write_json, write_text
 from genforge.scenarios.schema import load_scenario, preset_names
 from genforge.train.budget import parse_duration
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = foreign_sets.SHARED
 # what the scenarios without a source of their own (or with one that downloads) were tuned on
 OWN_DATA = {"mnist": SHARED / "mnist-test", "small-color": SHARED / "cifar10" / "cifar10-jpg.tar.gz"}
 OWN = "own"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU (no lscpu)"
-    for line in out.splitlines():
-        if line.strip().lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def image_scenarios() -> list[str]:
@@ -85,27 +74,22 @@ def scaled_budget(scenario: str, scale: float) -> list[str]:
 def run_one(
     scenario: str, data: str | None, out: Path, budget: list[str], seed: int, log: Path
 ) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "genforge", "run", "--scenario", scenario, "--out", str(out), "--seed", str(seed),
-           *budget, *(["--data", data] if data else [])]  # fmt: skip
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
-                              env={**os.environ, "COLUMNS": "160"})  # fmt: skip
-    wall = time.perf_counter() - t0
+    cmd = genforge_command("run", "--scenario", scenario, "--out", out, "--seed", seed, *budget,
+                           *(["--data", data] if data else []))  # fmt: skip
+    code, wall = run_logged(cmd, log, env=thread_environment(COLUMNS="160"))
     summary_path = out / "summary.json"
     if not summary_path.is_file():
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         return {
             "status": "ERROR",
-            "exit": proc.returncode,
+            "exit": code,
             "wall_s": round(wall, 1),
-            "error": " | ".join(tail),
+            "error": " | ".join(log_tail(log, 3)),
         }
     s = json.loads(summary_path.read_text())
     es = s.get("early_stop") or {}
     return {
         "status": "PASS" if s["passed"] else "FAIL",
-        "exit": proc.returncode,
+        "exit": code,
         "wall_s": round(wall, 1),
         "gates": s["gates"],
         "steps": s.get("train", {}).get("step"),
@@ -136,6 +120,16 @@ def _stop_cell(r: dict[str, Any]) -> str:
     return f"{outcome}" + (f", checks {share:.1%}" if share is not None else "")
 
 
+COLUMNS = ["scenario", "data", "result", "steps", "train s", "stop (early stop, check cost)", "gate values",
+           "sized from the data"]  # fmt: skip
+
+
+def _row(r: dict[str, Any]) -> list[object]:
+    train_s = "" if r.get("train_s") is None else f"{r['train_s']:.0f}"
+    sizing = "; ".join(n.split(":")[0] for n in r.get("sizing", [])) or "-"
+    return [r["scenario"], r["set"], r["status"], r.get("steps") or "", train_s, _stop_cell(r), _gates_cell(r), sizing]
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "## Scenario generalisation: the shipped image scenarios on data they were not tuned on",
@@ -147,14 +141,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + ". Foreign sets (bench/foreign_sets.py, 28x28 grey, seed "
         f"{meta['seed']}): {', '.join(meta['foreign'])}; no recipe setting was chosen on them.",
         "",
-        "| scenario | data | result | steps | train s | stop (early stop, check cost) | gate values | sized from the data |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *markdown_table(COLUMNS, [_row(r) for r in rows]),
     ]
-    for r in rows:
-        sizing = "; ".join(n.split(":")[0] for n in r.get("sizing", [])) or "-"
-        train_s = "" if r.get("train_s") is None else f"{r['train_s']:.0f}"
-        lines.append(f"| {r['scenario']} | {r['set']} | {r['status']} | {r.get('steps') or ''} | {train_s} | "
-                     f"{_stop_cell(r)} | {_gates_cell(r)} | {sizing} |")  # fmt: skip
     lines += ["", "Per scenario (goal: its own data and at least 4 of 5 foreign sets pass):", ""]
     for sc in dict.fromkeys(r["scenario"] for r in rows):
         mine = [r for r in rows if r["scenario"] == sc]

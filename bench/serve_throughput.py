@@ -22,7 +22,6 @@ import datetime
 import json
 import multiprocessing
 import os
-import platform
 import re
 import selectors
 import socket
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from common import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NPY_BYTES = 128 + 32 * 32 * 3  # np.save header + one uint8 32x32x3 image
@@ -219,14 +220,6 @@ def healthz_ms(url: str, n: int = 50) -> float:
         for _ in range(n):
             client.get("/healthz")
         return (time.perf_counter() - t0) / n * 1000
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except Exception:
-        return platform.processor() or "unknown"
 
 
 def _batch_delta(before: str, after: str) -> float:

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NANOGPT = SHARED / "anchors" / "nanogpt"
@@ -70,14 +72,7 @@ SAMPLE_TOKENS, TEMPERATURE, TOP_K = 500, 0.8, 200  # sample.py's defaults (max_n
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores (nproc), torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} cores (nproc), torch {torch.__version__}"
 
 
 def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, log: Path | None = None) -> float:

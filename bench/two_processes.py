@@ -38,25 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CLEARED = ("OMP_", "GOMP_", "KMP_", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GENFORGE_THREAD_POLICY")
+from common import REPO, cpu_model, genforge_command, markdown_table, thread_environment
+
 POLICIES = {
     "old": {"GENFORGE_THREAD_POLICY": "off"},
     "new": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "1thread": {"OMP_NUM_THREADS": "1"},
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU (no lscpu)"
-    for line in out.splitlines():
-        if line.strip().lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def make_dataset(path: Path, n: int, size: int) -> Path:
@@ -80,18 +69,13 @@ def make_dataset(path: Path, n: int, size: int) -> Path:
     return path
 
 
-def environment(policy: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED)}
-    return {**env, **POLICIES[policy]}
-
-
 def command(args, dataset: Path, out: Path, model: str, seed: int) -> list[str]:
-    return [
-        sys.executable, "-m", "genforge", "train", "--model", model, "--data", str(dataset), "--out", str(out),
-        "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(seed),
+    return genforge_command(
+        "train", "--model", model, "--data", dataset, "--out", out,
+        "--steps", args.steps, "--batch-size", args.batch_size, "--seed", seed,
         "--set", "train.progress=none", "--set", "train.tensorboard=false", "--set", "train.sample_every=0",
         "--set", "train.checkpoint_every=0", "--set", f"train.log_every={max(1, args.steps // 10)}",
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def result(out: Path, wall: float) -> dict[str, float]:
@@ -119,14 +103,14 @@ def finish(proc: subprocess.Popen, t0: float, what: str) -> float:
 
 def alone(args, work: Path, dataset: Path, policy: str, which: str, model: str, seed: int) -> dict[str, float]:
     out = work / f"{policy}-{which}-alone-{time.monotonic_ns()}"
-    proc, t0 = start(command(args, dataset, out, model, seed), environment(policy))
+    proc, t0 = start(command(args, dataset, out, model, seed), thread_environment(**POLICIES[policy]))
     return result(out, finish(proc, t0, f"{policy} {which} alone"))
 
 
 def together(args, work: Path, dataset: Path, policy: str) -> tuple[dict[str, float], dict[str, float]]:
     tag = time.monotonic_ns()
     out_a, out_b = work / f"{policy}-A-together-{tag}", work / f"{policy}-B-together-{tag}"
-    env = environment(policy)
+    env = thread_environment(**POLICIES[policy])
     proc_a, t_a = start(command(args, dataset, out_a, args.model, 1), env)
     deadline = time.monotonic() + 300
     while not (out_a / "run.json").exists():  # written when A begins training
@@ -204,14 +188,14 @@ def main() -> None:
         f"Command: `{' '.join(['.venv/bin/python', 'bench/two_processes.py', *sys.argv[1:]])}` "
         f"({time.monotonic() - t_start:.0f} s)",
         "",
-        "| policy | process | threads alone / together | train s alone | train s together | slowdown | "
-        "wall s alone | wall s together |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *markdown_table(
+            ["policy", "process", "threads alone / together", "train s alone", "train s together", "slowdown",
+             "wall s alone", "wall s together"],
+            [[policy, proc, thr, f"{solo:.1f}", f"{both:.1f}", f"{ratio:.2f}x", f"{wall_solo:.1f}", f"{wall_both:.1f}"]
+             for policy, proc, thr, solo, both, ratio, wall_solo, wall_both in rows],
+            align="lllrrrrr",
+        ),
     ]
-    for policy, proc, thr, solo, both, ratio, wall_solo, wall_both in rows:
-        lines.append(
-            f"| {policy} | {proc} | {thr} | {solo:.1f} | {both:.1f} | {ratio:.2f}x | {wall_solo:.1f} | {wall_both:.1f} |"
-        )
     report = "\n".join(lines)
     print(report)
     if args.out:

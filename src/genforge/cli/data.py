@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from genforge.core.threads import THREADS_HELP
 from genforge.core.threads import configure as configure_threads
 
+# parameters of `data ingest` itself; each other one is a field of a modality's ingest config
+_INGEST_PARAMS = ("source", "out", "modality", "overwrite", "threads")
+
+
+def _config_option(flag: str, help_text: str) -> Any:
+    """An ingest config option: None when not given, so `ingesters.build_config` can refuse an
+    option foreign to the source's modality rather than mistake a default for a choice."""
+    return typer.Option(None, flag, help=help_text)
+
 
 def ingest(
+    ctx: typer.Context,
     source: str = typer.Argument(
         ...,
         help="A source name (digits, mnist, ...) or a path: image folder, tar(.gz) archive, IDX file, .npz/.npy; "
@@ -20,102 +31,83 @@ def ingest(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Dataset directory to write (appears only when complete)."
     ),
-    size: str = typer.Option(
-        None, "--size", help="Target size H or HxW (default: the source's, if all agree)."
+    size: str = _config_option("--size", "Target size H or HxW (default: the source's, if all agree)."),
+    channels: int = _config_option(
+        "--channels", "1 (grey) or 3 (RGB) (default: the source's, if all agree)."
     ),
-    channels: int = typer.Option(
-        None, "--channels", help="1 (grey) or 3 (RGB) (default: the source's, if all agree)."
-    ),
-    val_fraction: float = typer.Option(
-        None,
+    val_fraction: float = _config_option(
         "--val-fraction",
-        help="Share of train to carve off as val (default 0.1, or 0 when the source has a test split).",
+        "Share of train to carve off as val (default 0.1, or 0 when the source has a test split).",
     ),
-    limit: int = typer.Option(None, "--limit", help="Read at most N source items."),
-    workers: int = typer.Option(
-        None, "--workers", help="Decode processes (images: default one per core, at most 2; audio: default 0; 0: none)."
+    limit: int = _config_option("--limit", "Read at most N source items."),
+    workers: int = _config_option(
+        "--workers", "Decode processes (images: default one per core, at most 2; audio: default 0; 0: none)."
     ),
-    resize_filter: str = typer.Option(
-        None, "--resize-filter", help="lanczos | bicubic | bilinear | area | nearest."
+    resize_filter: str = _config_option("--resize-filter", "lanczos | bicubic | bilinear | area | nearest."),
+    fit: str = _config_option("--fit", "crop (centre crop, default) or pad to the target aspect ratio."),
+    background: str = _config_option(
+        "--background", "white | black | #rrggbb behind transparency and padding."
     ),
-    fit: str = typer.Option(
-        None, "--fit", help="crop (centre crop, default) or pad to the target aspect ratio."
+    near_dup_distance: int = _config_option("--near-dup-distance", "Max pHash Hamming distance (default 6)."),
+    near_dup_similarity: float = _config_option(
+        "--near-dup-similarity", "Min structure similarity 0..1 confirming a near pair (default 0.985)."
     ),
-    background: str = typer.Option(
-        None, "--background", help="white | black | #rrggbb behind transparency and padding."
-    ),
-    near_dup_distance: int = typer.Option(
-        None, "--near-dup-distance", help="Max pHash Hamming distance (default 6)."
-    ),
-    near_dup_similarity: float = typer.Option(
-        None,
-        "--near-dup-similarity",
-        help="Min structure similarity 0..1 confirming a near pair (default 0.985).",
-    ),
-    dup_policy: str = typer.Option(
-        None,
+    dup_policy: str = _config_option(
         "--dup-policy",
-        help="keep-first (report only) or drop (later copies); default keep-first for images, drop for text and audio.",
+        "keep-first (report only) or drop (later copies); default keep-first for images, drop for text and audio.",
     ),
-    seed: int = typer.Option(None, "--seed", help="Seed of the val carve."),
+    seed: int = _config_option("--seed", "Seed of the val carve."),
     modality: str = typer.Option(
         "auto",
         "--modality",
         help="image | text | audio | auto (text for .txt/.md/.jsonl/.csv and mostly-text folders/archives; "
         "audio for audio files and mostly-audio folders/archives).",
     ),
-    tokenizer: str = typer.Option(None, "--tokenizer", help="Text: char (default) or bpe (byte-level BPE)."),
-    vocab_size: int = typer.Option(None, "--vocab-size", help="Text: BPE vocabulary size (default 4096)."),
-    field: str = typer.Option(
-        None, "--field", help="Text: the JSONL field / HF column holding the text (default text)."
+    tokenizer: str = _config_option("--tokenizer", "Text: char (default), bpe (byte-level BPE) or bytes (UTF-8 bytes, learns nothing from the data)."),
+    vocab_size: int = _config_option("--vocab-size", "Text: BPE vocabulary size (default 4096)."),
+    field: str = _config_option(
+        "--field", "Text: the JSONL field / HF column holding the text (default text)."
     ),
-    column: str = typer.Option(
-        None, "--column", help="Text: the CSV column holding the text (default text)."
-    ),
-    split_by: str = typer.Option(
-        None,
+    column: str = _config_option("--column", "Text: the CSV column holding the text (default text)."),
+    split_by: str = _config_option(
         "--split-by",
-        help="Text: document (seeded, whole documents) or position (last share of the characters, as nanoGPT); "
+        "Text: document (seeded, whole documents) or position (last share of the characters, as nanoGPT); "
         "default: position for one document, else document.",
     ),
-    pii: bool = typer.Option(
-        None, "--pii/--no-pii", help="Text: replace e-mails, phones, IPs and card numbers (default on)."
+    pii: bool = _config_option(
+        "--pii/--no-pii", "Text: replace e-mails, phones, IPs and card numbers (default on)."
     ),
-    near_dup_threshold: float = typer.Option(
-        None,
+    near_dup_threshold: float = _config_option(
         "--near-dup-threshold",
-        help="Text: MinHash Jaccard threshold of near duplicates (default 0.8); "
+        "Text: MinHash Jaccard threshold of near duplicates (default 0.8); "
         "audio: cosine of log-mel fingerprints (default 0.995).",
     ),
-    label_pattern: str = typer.Option(
-        None,
+    label_pattern: str = _config_option(
         "--label-pattern",
-        help='Audio: file-name fields, e.g. "{label}_{speaker}_{take}" ({label} is the class, other fields are '
+        'Audio: file-name fields, e.g. "{label}_{speaker}_{take}" ({label} is the class, other fields are '
         "kept per clip); default: the class is the sub-folder name.",
     ),
-    group_by: str = typer.Option(
-        None, "--group-by", help="Audio: carve val by whole values of a field, e.g. speaker (speaker-disjoint splits)."
+    group_by: str = _config_option(
+        "--group-by", "Audio: carve val by whole values of a field, e.g. speaker (speaker-disjoint splits)."
     ),
-    sample_rate: int = typer.Option(
-        None, "--sample-rate", help="Audio: resample to this rate in Hz (default: the source's most common rate)."
+    sample_rate: int = _config_option(
+        "--sample-rate", "Audio: resample to this rate in Hz (default: the source's most common rate)."
     ),
-    clip_seconds: float = typer.Option(
-        None, "--clip-seconds", help="Audio: clip length after padding or cropping (default 1.0 s)."
+    clip_seconds: float = _config_option(
+        "--clip-seconds", "Audio: clip length after padding or cropping (default 1.0 s)."
     ),
-    max_seconds: float = typer.Option(
-        None, "--max-seconds", help="Audio: quarantine files longer than this (default 30 s)."
+    max_seconds: float = _config_option(
+        "--max-seconds", "Audio: quarantine files longer than this (default 30 s)."
     ),
-    loudness: str = typer.Option(
-        None, "--loudness", help="Audio: rms (default), lufs (pyloudnorm) or none."
+    loudness: str = _config_option("--loudness", "Audio: rms (default), lufs (pyloudnorm) or none."),
+    loudness_target: float = _config_option(
+        "--loudness-target", "Audio: target level, dBFS for rms, LUFS for lufs (default -20)."
     ),
-    loudness_target: float = typer.Option(
-        None, "--loudness-target", help="Audio: target level, dBFS for rms, LUFS for lufs (default -20)."
+    trim_db: float = _config_option(
+        "--trim-db", "Audio: trim leading/trailing frames this many dB below the loudest (default 40)."
     ),
-    trim_db: float = typer.Option(
-        None, "--trim-db", help="Audio: trim leading/trailing frames this many dB below the loudest (default 40)."
-    ),
-    pad: str = typer.Option(None, "--pad", help="Audio: centre (default) or end: where short clips' audio goes."),
-    crop: str = typer.Option(None, "--crop", help="Audio: centre (default) or start: what long clips keep."),
+    pad: str = _config_option("--pad", "Audio: centre (default) or end: where short clips' audio goes."),
+    crop: str = _config_option("--crop", "Audio: centre (default) or start: what long clips keep."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset directory."),
     threads: int = typer.Option(
         0, "--threads", help=THREADS_HELP + " Also caps the decode processes of the default --workers."
@@ -129,37 +121,10 @@ def ingest(
     from genforge.data import ingesters
     from genforge.data.process.config import parse_size
 
-    options = {
-        "size": parse_size(size) if size is not None else None,
-        "channels": channels,
-        "val_fraction": val_fraction,
-        "limit": limit,
-        "workers": workers,
-        "resize_filter": resize_filter,
-        "fit": fit,
-        "background": background,
-        "near_dup_distance": near_dup_distance,
-        "near_dup_similarity": near_dup_similarity,
-        "dup_policy": dup_policy,
-        "seed": seed,
-        "tokenizer": tokenizer,
-        "vocab_size": vocab_size,
-        "field": field,
-        "column": column,
-        "split_by": split_by,
-        "pii": pii,
-        "near_dup_threshold": near_dup_threshold,
-        "label_pattern": label_pattern,
-        "group_by": group_by,
-        "sample_rate": sample_rate,
-        "clip_seconds": clip_seconds,
-        "max_seconds": max_seconds,
-        "loudness": loudness,
-        "loudness_target": loudness_target,
-        "trim_db": trim_db,
-        "pad": pad,
-        "crop": crop,
-    }
+    # the config options by field name, as given (None when not); read from the call so that an
+    # option added above needs no second line here
+    options = {name: value for name, value in ctx.params.items() if name not in _INGEST_PARAMS}
+    options["size"] = parse_size(size) if size is not None else None
     chosen = ingesters.resolve(source, modality)
     ingester = ingesters.get(chosen)
     cfg = ingesters.build_config(chosen, options, source, detected=modality == "auto")

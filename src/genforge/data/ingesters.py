@@ -1,11 +1,13 @@
 """`genforge data ingest` per modality: modality -> `Ingester` (how to tell its sources, its
 config, how to ingest and report), in `INGESTERS`, a registry keyed by modality like the other
 stages' (docs/modalities.md). Images register here; other modalities register from their
-package (`data.text`), imported through `genforge.data.modalities`.
+package (`data.text`, `data.audio`), imported through `genforge.data.modalities`.
 
-With `--modality auto` the first registered modality whose `claims(source)` holds reads the
-source, images last: they take whatever no other modality claims (names like `digits`, image
-folders, IDX, arrays).
+With `--modality auto` every modality is asked whether it `claims(source)`; at most one may,
+so the answer never depends on which package was imported first: two claiming is an error that
+asks for `--modality`. Images are the fallback: they take whatever no modality claims (names
+like `digits`, image folders, IDX, arrays). A folder or archive belongs to the modality owning
+most of its first file names (`leading_modalities`).
 """
 
 from __future__ import annotations
@@ -32,17 +34,25 @@ class Ingester:
     report: Callable[[Path], dict[str, Any]]  # (re)write DATASET/report.{json,html}
     summary: Callable[[Any], list[str]]  # what the CLI prints after ingest (IngestResult -> lines)
     report_summary: Callable[[dict[str, Any]], str]  # what the CLI prints after `data report`
-    fallback: bool = False  # claims what no other modality claims
+    fallback: bool = False  # reads what no modality claims
+    owns_name: Callable[[str], bool] | None = None  # a file name of this modality's files (by extension)
 
 
 INGESTERS = modality_registry("data ingester")
 
 
-def _lazy(module: str, name: str) -> Callable[..., Any]:
-    """`module.name`, imported on first call: the CLI should not import every stage's code."""
+def lazy_value(module: str, name: str) -> Callable[[], Any]:
+    """A function returning `module.name` (a class, say), imported on first call: the CLI should
+    not import every stage's code."""
+    return lambda: getattr(importlib.import_module(module), name)
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """The function `module.name`, imported on first call."""
+    get = lazy_value(module, name)
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+        return get()(*args, **kwargs)
 
     return call
 
@@ -67,22 +77,18 @@ def _image_report_summary(s: dict[str, Any]) -> str:
     )
 
 
-def _image_config() -> type:
-    from genforge.data.process.config import IngestConfig  # on first use: it pulls in the image pipeline
-
-    return IngestConfig
-
-
 INGESTERS.register(
     "image",
     Ingester(
-        claims=lambda source: True,
-        config=_image_config,
-        run=_lazy("genforge.data.process.ingest", "ingest"),
-        report=_lazy("genforge.data.report", "write_report"),
+        # an HF data set with images: audio or text could otherwise take it by its other columns
+        claims=lazy("genforge.data.sources.hf", "is_image_dataset"),
+        config=lazy_value("genforge.data.process.config", "IngestConfig"),  # pulls in the image pipeline
+        run=lazy("genforge.data.process.ingest", "ingest"),
+        report=lazy("genforge.data.report", "write_report"),
         summary=_image_summary,
         report_summary=_image_report_summary,
         fallback=True,
+        owns_name=lazy("genforge.data.sources.layout", "is_image_name"),
     ),
 )
 
@@ -91,17 +97,35 @@ def get(modality: str) -> Ingester:
     return lookup(INGESTERS, modality, "genforge.data.modalities")
 
 
+def leading_modalities(names: list[str]) -> list[str]:
+    """The modalities owning the most of `names` (the first file names of a folder or archive):
+    one, several on a tie, none when no name is any modality's. A modality's `claims` of a folder
+    asks whether it is the one, so a stray README.txt among WAV files claims nothing."""
+    importlib.import_module("genforge.data.modalities")
+    counts: dict[str, int] = {}
+    for modality in INGESTERS.names_in_order():
+        owns = INGESTERS.get(modality).owns_name
+        if owns is not None:
+            counts[modality] = sum(map(owns, names))
+    most = max(counts.values(), default=0)
+    return sorted(m for m, n in counts.items() if n == most and n > 0)
+
+
 def detect(source: str) -> str:
-    """The modality of `source`: the first non-fallback ingester claiming it, else the fallback."""
+    """The modality of `source`: the one ingester claiming it, else the fallback; a clear error
+    when several claim it (which one reads it must not depend on import order)."""
     importlib.import_module("genforge.data.modalities")
     names = INGESTERS.names_in_order()
-    ordered = [n for n in names if not INGESTERS.get(n).fallback] + [
-        n for n in names if INGESTERS.get(n).fallback
-    ]
-    for name in ordered:
-        if INGESTERS.get(name).claims(source):
-            return name
-    raise ConfigError(f"{source!r}: no modality claims this source; pass --modality ({', '.join(names)})")
+    claimed = sorted(n for n in names if INGESTERS.get(n).claims(source))
+    if len(claimed) > 1:
+        raise ConfigError(
+            f"{source}: could be read as {' or '.join(claimed)} data; pass --modality "
+            f"({', '.join(claimed)}) to say which"
+        )
+    chosen = claimed or [n for n in names if INGESTERS.get(n).fallback]
+    if not chosen:
+        raise ConfigError(f"{source!r}: no modality claims this source; pass --modality ({', '.join(names)})")
+    return chosen[0]
 
 
 def resolve(source: str, modality: str = "auto") -> str:

@@ -1,27 +1,111 @@
-"""`restore_path`: run a trained restoration model (task "restore") over image files or arrays.
+"""Restoration models (task "restore"): `RestorationModel`, the base of the families that learn to
+undo a corruption (`dae`, `denoiser`); `restore_path`, which runs a trained image one over image
+files or arrays; `RESTORERS`, `genforge restore` per modality.
 
-Input and output are the same kind: one image file -> one PNG, a folder of images -> a folder of
-PNGs with the same stems, an .npz with an `images` array (uint8 (N,H,W,C) or (N,H,W)) -> an .npz
-with `images` (and `corrupted` when a demo corruption was applied). Every output is written
-atomically. Images must already have the model's size; grey/RGB are converted to its channels.
+`restore_path`: input and output are the same kind: one image file -> one PNG, a folder of images
+-> a folder of PNGs with the same stems, an .npz with an `images` array (uint8 (N,H,W,C) or
+(N,H,W)) -> an .npz with `images` (and `corrupted` when a demo corruption was applied). Every
+output is written atomically. Images must already have the model's size; grey/RGB are converted
+to its channels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from genforge.core.atomic import atomic_dir, atomic_file, atomic_path
 from genforge.core.config import from_dict
 from genforge.core.errors import DataError, GenforgeError
 from genforge.core.modality import lookup, modality_registry
+from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
 from genforge.models.corruption import CorruptionConfig, corrupt
 from genforge.models.pipeline import from_uint8, load_pipeline, to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class RestorationModel(GenerativeModel):
+    """One network, `net`, trained to undo a corruption made on the fly from clean training data.
+
+    A family gives its corruption (`corrupt`), its loss (`restoration_loss`), what `restore`
+    accepts (`restore_input`) and, when its batches need it, the clean training data of a batch
+    (`clean_batch`); the step, `restore` and the progress view are shared. Its config has `lr`
+    and `betas`.
+
+    A restoration model does not generate: `restore(x)` maps corrupted data to clean (deploy and
+    `genforge restore` call that). `sample` is only the trainer's progress view: while training,
+    the model keeps its latest clean batch (not saved), and `sample(n)` returns pairs (corrupted,
+    restored) of it, corrupted with the given generator. A loaded model has no such batch, and
+    `sample` raises a GenforgeError that says to use `restore` instead: a pipeline or service
+    asking it for new data fails clearly rather than returning restorations that look like samples.
+    """
+
+    task = "restore"
+    ema_modules = ("net",)
+    preview_size: ClassVar[int] = 32  # clean training items kept for the progress view
+    restores: ClassVar[str] = "images"  # what it restores, for `sample`'s refusal
+    restore_usage: ClassVar[str] = "INPUT --out OUTPUT"  # `genforge restore RUN_DIR` arguments, likewise
+
+    net: nn.Module
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self._preview: torch.Tensor | None = None
+
+    def phases(self) -> list[Phase]:
+        return [Phase("main", ["net"], OptimizerSpec("adam", self.config.lr, self.config.betas))]
+
+    def clean_batch(self, batch: Batch) -> torch.Tensor:
+        return batch.data
+
+    def corrupt(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Corrupted versions of `clean`, drawn from `generator` (None: the global RNG)."""
+        raise NotImplementedError
+
+    def restoration_loss(self, clean: torch.Tensor, estimate: torch.Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+    def restore_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` as the network takes it, or a GenforgeError naming the shape it should have."""
+        raise NotImplementedError
+
+    def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
+        clean = self.clean_batch(batch)
+        self._preview = clean[: self.preview_size].detach()
+        noisy = self.corrupt(clean)  # global RNG: saved by the trainer for resume
+        return self.restoration_loss(clean, self.net(noisy))
+
+    @torch.no_grad()
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """Corrupted float data in [-1, 1] -> restored, same shape and range."""
+        device = next(self.parameters()).device
+        return self.net(self.restore_input(x).to(device)).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Training progress view: n items alternating corrupted / restored (see the class doc)."""
+        if self._preview is None:
+            raise GenforgeError(
+                f"{self.family} is a restoration model: it does not generate new {self.restores}; use "
+                f"`genforge restore RUN_DIR {self.restore_usage}` (or model.restore({self.restores}))"
+            )
+        pairs = (n + 1) // 2
+        clean = self._preview[torch.arange(pairs) % len(self._preview)]
+        noisy = self.corrupt(clean, generator).clamp(-1, 1)  # as a saved file of it would hold
+        return torch.stack([noisy, self.restore(noisy)], 1).flatten(0, 1)[:n]
 
 
 @dataclass

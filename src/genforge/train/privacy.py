@@ -226,6 +226,9 @@ class PrivateTraining:
         model, tcfg, name = trainer.model, trainer.config, trainer.model_name
         self._check_run(trainer)
         self.num_examples, self.sample_rate = self._sampling(trainer)
+        # what the modality adds to the record (text: the privacy unit, whether the tokenizer is covered)
+        describe = getattr(trainer.feed, "privacy_record", None)
+        self.feed_record: dict[str, Any] = describe() if describe is not None else {}
         self.expected_batch = tcfg.batch_size
         self._check_delta()
 
@@ -541,6 +544,7 @@ class PrivateTraining:
             "public_phases": self.public_phases,
             "unit": "one training example, added or removed",
             "secure_rng": False,
+            **self.feed_record,
         }
 
     def record(self) -> dict[str, Any]:

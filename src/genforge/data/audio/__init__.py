@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from genforge.data.audio.canonical import AudioDataset, AudioSplit, AudioSplitData, write_audio_dataset
-from genforge.data.ingesters import INGESTERS, Ingester
+from genforge.data.ingesters import INGESTERS, Ingester, lazy, lazy_value
 
 __all__ = ["AudioDataset", "AudioSplit", "AudioSplitData", "write_audio_dataset"]
 
@@ -42,38 +42,15 @@ def _report_summary(report: dict[str, Any]) -> str:
     )
 
 
-def _config() -> type:
-    from genforge.data.audio.config import AudioIngestConfig
-
-    return AudioIngestConfig
-
-
-def _claims(source: str) -> bool:
-    from genforge.data.audio.sources import claims
-
-    return claims(source)
-
-
-def _ingest(*args: Any, **kwargs: Any) -> Any:
-    from genforge.data.audio.ingest import ingest
-
-    return ingest(*args, **kwargs)
-
-
-def _report(path: Any) -> dict[str, Any]:
-    from genforge.data.audio.report import write_audio_report
-
-    return write_audio_report(path)
-
-
 INGESTERS.register(
     "audio",
     Ingester(
-        claims=_claims,
-        config=_config,
-        run=_ingest,
-        report=_report,
+        claims=lazy("genforge.data.audio.sources", "claims"),
+        config=lazy_value("genforge.data.audio.config", "AudioIngestConfig"),
+        run=lazy("genforge.data.audio.ingest", "ingest"),
+        report=lazy("genforge.data.audio.report", "write_audio_report"),
         summary=_summary,
         report_summary=_report_summary,
+        owns_name=lazy("genforge.data.audio.sources", "is_audio_name"),
     ),
 )

@@ -13,7 +13,6 @@ The manifest records `modality: audio`, `sample_rate`, `clip_length` (T) and `it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from genforge.core.atomic import write_json
 from genforge.core.errors import DataError
-from genforge.core.hashing import hash_array, hash_json
-from genforge.data.canonical import DATASETS, read_manifest
+from genforge.core.hashing import hash_array
+from genforge.data.canonical import DATASETS
+from genforge.data.dataset_base import DatasetReader, ItemSplit, write_item_files, write_manifest
 
 FORMAT_VERSION = 1
-AUDIO_FILE, LABELS_FILE, LENGTHS_FILE, INDEX_FILE = "audio.npy", "labels.npy", "lengths.npy", "index.json"
+AUDIO_FILE, LENGTHS_FILE = "audio.npy", "lengths.npy"
 
 
 def field_file(name: str) -> str:
@@ -81,7 +80,6 @@ def write_audio_dataset(
         sdir = directory / name
         sdir.mkdir(parents=True, exist_ok=True)
         np.save(sdir / AUDIO_FILE, audio)
-        np.save(sdir / LABELS_FILE, labels)
         np.save(sdir / LENGTHS_FILE, lengths)
         for fname, values in item_fields.items():
             ids = np.asarray(split.fields.get(fname, np.full(n, -1)), np.int64)
@@ -89,17 +87,11 @@ def write_audio_dataset(
                 raise DataError(f"split {name!r}: field {fname!r} needs (N,) ids in -1..{len(values) - 1}")
             np.save(sdir / field_file(fname), ids)
             fingerprint.append([name, fname, hash_array(ids)])
-        origins = list(split.origins) or [f"{name}[{i}]" for i in range(n)]
-        hashes = list(split.hashes) or [hash_array(a) for a in audio]
-        write_json(sdir / INDEX_FILE, {"origins": origins, "hashes": hashes})
-        counts = np.bincount(labels[labels >= 0], minlength=len(class_names or [])).tolist()
+        counts = write_item_files(sdir, audio, labels, split.origins, split.hashes, len(class_names or []))
         split_meta[name] = {"count": n, "class_counts": counts,
                             "seconds": round(float(lengths.sum()) / sample_rate, 3)}
         fingerprint.append([name, hash_array(audio), hash_array(labels)])
-    manifest = {
-        "format": "genforge-canonical",
-        "format_version": FORMAT_VERSION,
-        "modality": "audio",
+    fields = {
         "sample_rate": int(sample_rate),
         "clip_length": clip_length,
         "audio_dtype": "float32",
@@ -107,37 +99,24 @@ def write_audio_dataset(
         "num_classes": len(class_names or []),
         "item_fields": item_fields,
         "splits": split_meta,
-        "fingerprint": hash_json(fingerprint)[:16],
-        **(meta or {}),
     }
-    write_json(directory / "manifest.json", manifest)
-    return manifest
+    return write_manifest(directory, "audio", FORMAT_VERSION, fields, fingerprint, meta or {})
 
 
-class AudioSplit:
+class AudioSplit(ItemSplit):
     """One split, read lazily: `audio` (a read-only memory map), `labels`, `lengths`, `field(name)`."""
 
     def __init__(self, root: Path, name: str, meta: dict[str, Any], clip_length: int,
                  item_fields: dict[str, list[str]]):
-        self.root, self.name, self.meta = root, name, meta
+        super().__init__(root, name, meta)
         self.clip_length, self.item_fields = clip_length, item_fields
-
-    def __len__(self) -> int:
-        return int(self.meta["count"])
-
-    def _load(self, fname: str, mmap: bool = False) -> np.ndarray:
-        path = self.root / self.name / fname
-        try:
-            return np.load(path, mmap_mode="r" if mmap else None)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read ({exc})") from None
 
     @cached_property
     def audio(self) -> np.ndarray:
-        arr = self._load(AUDIO_FILE, mmap=True)
+        arr = self._load(AUDIO_FILE, "read", mmap=True)
         if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape != (len(self), self.clip_length):
             raise DataError(
-                f"{self.root / self.name / AUDIO_FILE}: expected float32 ({len(self)}, {self.clip_length}) "
+                f"{self._file(AUDIO_FILE)}: expected float32 ({len(self)}, {self.clip_length}) "
                 f"(manifest.json splits.{self.name}.count, clip_length), got {arr.dtype} {arr.shape}"
             )
         return arr
@@ -147,63 +126,35 @@ class AudioSplit:
     def images(self) -> np.ndarray:
         return self.audio
 
-    def _ids(self, fname: str) -> np.ndarray:
-        arr = self._load(fname)
-        if arr.shape != (len(self),):
-            raise DataError(f"{self.root / self.name / fname}: expected ({len(self)},), got shape {arr.shape}")
-        return arr.astype(np.int64, copy=False)
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        return self._ids(LABELS_FILE)
-
     @cached_property
     def lengths(self) -> np.ndarray:
-        return self._ids(LENGTHS_FILE)
+        return self._per_item(LENGTHS_FILE, "lengths")
 
     def field(self, name: str) -> np.ndarray:
         """int64 (N,) ids of per-item field `name` (e.g. "speaker"), -1 where unknown."""
         if name not in self.item_fields:
             raise DataError(f"{self.root}: no per-item field {name!r}; fields: {', '.join(self.item_fields) or 'none'}")
-        return self._ids(field_file(name))
+        return self._per_item(field_file(name), f"{name} ids")
 
     @property
     def speakers(self) -> np.ndarray | None:
         return self.field("speaker") if "speaker" in self.item_fields else None
 
-    @property
-    def has_labels(self) -> bool:
-        return bool(len(self)) and bool((self.labels >= 0).all())
 
-    @property
-    def class_counts(self) -> list[int]:
-        return [int(c) for c in self.meta["class_counts"]]
-
-    @cached_property
-    def index(self) -> dict[str, list[str]]:
-        return json.loads((self.root / self.name / INDEX_FILE).read_text())
-
-
-class AudioDataset:
+class AudioDataset(DatasetReader[AudioSplit]):
     """An audio dataset: float32 (N, T) clips per split at one sample rate, labels, item fields."""
 
     modality = "audio"
 
-    def __init__(self, path: str | Path, manifest: dict[str, Any] | None = None):
-        self.path = Path(path)
-        self.manifest: dict[str, Any] = manifest if manifest is not None else read_manifest(self.path)
-        where = self.path / "manifest.json"
+    def _check_manifest(self) -> None:
         for key in ("sample_rate", "clip_length"):
             if not isinstance(self.manifest.get(key), int) or self.manifest[key] < 1:
-                raise DataError(f"{where}: field {key!r} must be a positive integer")
-        fields = self.manifest.get("item_fields") or {}
-        if not isinstance(fields, dict):
-            raise DataError(f"{where}: field 'item_fields' must map field names to value names")
-        splits = self.manifest.get("splits")
-        if not isinstance(splits, dict) or not splits:
-            raise DataError(f"{where}: field 'splits' must map split names to their counts")
-        self._splits = {name: AudioSplit(self.path, name, meta, self.clip_length, fields)
-                        for name, meta in splits.items()}
+                raise self._field_error(key, "must be a positive integer")
+        if not isinstance(self.manifest.get("item_fields") or {}, dict):
+            raise self._field_error("item_fields", "must map field names to value names")
+
+    def _open_split(self, name: str, meta: dict[str, Any]) -> AudioSplit:
+        return AudioSplit(self.path, name, meta, self.clip_length, self.manifest.get("item_fields") or {})
 
     @property
     def sample_rate(self) -> int:
@@ -225,55 +176,16 @@ class AudioDataset:
     def num_speakers(self) -> int:
         return len(self.speaker_names)
 
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.manifest.get("class_names") or [])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def split_names(self) -> list[str]:
-        return list(self._splits)
-
-    def split(self, name: str) -> AudioSplit:
-        if name not in self._splits:
-            raise DataError(f"{self.path}: no split {name!r}; splits: {', '.join(self._splits)}")
-        return self._splits[name]
-
-    @property
-    def train_split(self) -> AudioSplit:
-        return self.split("train")
-
-    @property
-    def reference_split(self) -> AudioSplit:
-        """Held-out split for evaluation: validation if present, else test."""
-        for name in ("val", "test"):
-            if name in self._splits:
-                return self._splits[name]
-        raise DataError(f"{self.path}: no held-out split (val or test)")
-
     def model_fields(self) -> dict[str, Any]:
         """The model config fields this data fixes (an audio family's `default_config` takes them)."""
         return {"sample_rate": self.sample_rate, "length": self.clip_length, "num_speakers": self.num_speakers,
                 "speaker_names": self.speaker_names}
 
+    def _describe_data(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "clip_length": self.clip_length}
+
     def describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path.resolve()),
-            "modality": self.modality,
-            "fingerprint": self.fingerprint,
-            "sample_rate": self.sample_rate,
-            "clip_length": self.clip_length,
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
-            "speaker_names": self.speaker_names,
-        }
+        return {**super().describe(), "speaker_names": self.speaker_names}
 
 
 DATASETS.register("audio", AudioDataset)

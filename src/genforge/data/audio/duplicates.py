@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from genforge.core.hashing import hash_array
 from genforge.data.process.duplicates import Duplicates, components, exact_groups
 
 FINGERPRINT_MELS = 32
@@ -43,21 +44,35 @@ def mel_config(sample_rate: int):
     )
 
 
-def centre_energy(audio: np.ndarray) -> np.ndarray:
-    """Each clip of `audio` (N, T) shifted (zero-filled) so that its energy centroid is at T // 2."""
+def centre_energy(audio: np.ndarray, pad: int = 0) -> np.ndarray:
+    """Each clip of `audio` (N, T) shifted (zero-filled) so that its energy centroid is at T // 2,
+    written `pad` samples in from the start of an (N, T + 2 * pad) array whose ends stay zero (the
+    fingerprints reflect-pad them in place: one copy of the clips less than `np.pad`)."""
     n, t = audio.shape
     # einsum sums the products without writing the N x T squares out (a few times faster here)
     total = np.einsum("nt,nt->n", audio, audio)
     moment = np.einsum("nt,nt,t->n", audio, audio, np.arange(t, dtype=np.float32), optimize=False)
     centroid = np.divide(moment, total, out=np.full(n, t / 2), where=total > 0)
     shift = np.round(t // 2 - centroid).astype(np.int64).tolist()
-    out = np.zeros_like(audio)
+    out = np.zeros((n, t + 2 * pad), audio.dtype)
     for i, s in enumerate(shift):  # row slices: cheaper than gathering N x T indices
         if s >= 0:
-            out[i, s:] = audio[i, : t - s]
+            out[i, pad + s : pad + t] = audio[i, : t - s]
         else:
-            out[i, : t + s] = audio[i, -s:]
+            out[i, pad : pad + t + s] = audio[i, -s:]
     return out
+
+
+def reflect_ends(padded: np.ndarray, pad: int) -> np.ndarray:
+    """Fill the `pad` samples at each end of `padded` (N, T + 2 * pad) in place, as
+    `np.pad(mode="reflect")` pads the T in the middle."""
+    t = padded.shape[1] - 2 * pad
+    if t <= pad:  # np.pad reflects over and over when the pad is longer than the clip
+        padded[:] = np.pad(padded[:, pad : pad + t], ((0, 0), (pad, pad)), mode="reflect")
+    elif pad:
+        padded[:, :pad] = padded[:, 2 * pad : pad : -1]
+        padded[:, pad + t :] = padded[:, pad + t - 2 : t - 2 : -1]
+    return padded
 
 
 def log_mel_frames(audio: np.ndarray, cfg) -> np.ndarray:
@@ -66,6 +81,14 @@ def log_mel_frames(audio: np.ndarray, cfg) -> np.ndarray:
     (reflect-padded) frames, but with the frames side by side they are a reshape of the padded
     clips, so scipy's real FFT runs on them in place of the general STFT (FSDD: about half the
     CPU time). A test pins the two equal."""
+    n = cfg.n_fft
+    return _padded_log_mel(np.pad(audio, ((0, 0), (n // 2, n // 2)), mode="reflect"), audio.shape[1], cfg)
+
+
+def _padded_log_mel(padded: np.ndarray, length: int, cfg, windowed: np.ndarray | None = None) -> np.ndarray:
+    """`log_mel_frames` of clips of `length` samples already reflect-padded by n_fft // 2 on each
+    side; `windowed` (N, frames, n_fft) float32, when given, holds the windowed frames (a buffer
+    reused across batches)."""
     import scipy.fft
 
     from genforge.audio.spectrogram import mel_filterbank
@@ -73,11 +96,15 @@ def log_mel_frames(audio: np.ndarray, cfg) -> np.ndarray:
 
     assert cfg.hop_length == cfg.n_fft, "frames side by side only"
     n = cfg.n_fft
-    padded = np.pad(audio, ((0, 0), (n // 2, n // 2)), mode="reflect")
-    frames = padded[:, : cfg.frames(audio.shape[1]) * n].reshape(len(audio), -1, n)
+    frames = padded[:, : cfg.frames(length) * n].reshape(len(padded), -1, n)
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
-    spec = scipy.fft.rfft(frames * window, axis=-1, workers=budget())
-    power = np.square(spec.real) + np.square(spec.imag)  # (N, frames, bins)
+    windowed = np.multiply(frames, window, out=windowed)
+    # a frame of digital silence (the length policy's padding: most of a short clip's frames)
+    # has zero power in every bin: only the others go through the FFT
+    live = windowed.any(axis=-1)
+    spec = scipy.fft.rfft(windowed[live], axis=-1, workers=budget())
+    power = np.zeros((*live.shape, n // 2 + 1), np.float32)  # (N, frames, bins)
+    power[live] = np.square(spec.real) + np.square(spec.imag)
     mel = power @ mel_filterbank(cfg).numpy().T  # (N, frames, n_mels)
     return np.log(np.maximum(mel, cfg.log_floor)).transpose(0, 2, 1)
 
@@ -97,15 +124,23 @@ def fingerprints(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     floor = FLOOR_DB / 10.0 * math.log(10.0)  # dB of power in natural-log units
     frames = cfg.frames(audio.shape[1])
     pool = _pooling(frames, min(frames, FINGERPRINT_FRAMES))
+    half = cfg.n_fft // 2
+    windowed = np.empty((min(BATCH, len(audio)), frames, cfg.n_fft), np.float32)
     out = []
     for start in range(0, len(audio), BATCH):
-        lm = log_mel_frames(centre_energy(np.asarray(audio[start : start + BATCH], np.float32)), cfg)
+        padded = reflect_ends(centre_energy(np.asarray(audio[start : start + BATCH], np.float32), half), half)
+        lm = _padded_log_mel(padded, audio.shape[1], cfg, windowed[: len(padded)])
         lm = np.maximum(lm, lm.max(axis=(1, 2), keepdims=True) - floor)
         pooled = (lm @ pool).reshape(len(lm), -1)
         pooled -= pooled.mean(axis=1, keepdims=True)
         pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         out.append(pooled.astype(np.float32, copy=False))
     return np.concatenate(out) if out else np.zeros((0, cfg.n_mels * pool.shape[1]), np.float32)
+
+
+def clip_hashes(audio: np.ndarray) -> list[str]:
+    """The content hash (`hash_array`) of each clip of `audio` (N, T), as the index records it."""
+    return [hash_array(row) for row in audio]
 
 
 @dataclass

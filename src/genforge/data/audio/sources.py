@@ -29,12 +29,14 @@ from typing import Any, Protocol
 from genforge.core.errors import DataError
 from genforge.core.registry import Registry
 from genforge.data.audio.config import AudioIngestConfig
+from genforge.data.ingesters import leading_modalities
 from genforge.data.sources.base import RawItem
 from genforge.data.sources.folder import FolderOptions, FolderSource
+from genforge.data.sources.hf import LABEL_COLUMNS, import_datasets, is_hf_spec, load_parts, spec_features
 from genforge.data.sources.layout import label_of, split_name
+from genforge.data.sources.listing import SpecFactory, folder_names, tar_names
 from genforge.data.sources.options import SourceOptions
 from genforge.data.sources.tar import TAR_SUFFIXES, TarSource
-from genforge.data.text import sources as text_sources
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
 AUDIO_COLUMNS = ("audio", "speech", "sound", "wav")
@@ -180,9 +182,7 @@ class HfAudio:
     name = "hf"
 
     def __init__(self, spec: str, cfg: AudioIngestConfig):
-        from genforge.data.sources.hf import LABEL_COLUMNS, _datasets, load_parts
-
-        datasets = _datasets()
+        datasets = import_datasets()
         self.spec = spec
         self.parts = load_parts(spec)
         features = next(iter(self.parts.values())).features
@@ -214,9 +214,7 @@ class HfAudio:
             self.fields = {c: c for c in cfg.field_columns}
 
     def __iter__(self) -> Iterator[RawAudio]:
-        from genforge.data.sources.hf import _datasets
-
-        datasets = _datasets()
+        datasets = import_datasets()
         keep = [self.audio, *([self.label] if self.label else []), *self.fields.values()]
         for hf_split, ds in self.parts.items():
             split = split_name(hf_split) if hf_split else None
@@ -275,13 +273,11 @@ def _is_tar(spec: str) -> bool:
     return spec.lower().endswith(TAR_SUFFIXES) and os.path.isfile(spec)
 
 
-# the text sources' factory (a spec test and a maker) and their test for HF data sets
-_Factory, _is_hf = text_sources._Factory, text_sources._is_hf
 AUDIO_SOURCES: Registry[AudioSourceFactory] = Registry("audio source")
-AUDIO_SOURCES.register("hf", _Factory(_is_hf, HfAudio))
-AUDIO_SOURCES.register("tar", _Factory(_is_tar, lambda s, c: TarAudio(s)))
-AUDIO_SOURCES.register("folder", _Factory(os.path.isdir, lambda s, c: FolderAudio(s)))
-AUDIO_SOURCES.register("file", _Factory(os.path.isfile, lambda s, c: FileAudio(s)))
+AUDIO_SOURCES.register("hf", SpecFactory(is_hf_spec, HfAudio))
+AUDIO_SOURCES.register("tar", SpecFactory(_is_tar, lambda s, c: TarAudio(s)))
+AUDIO_SOURCES.register("folder", SpecFactory(os.path.isdir, lambda s, c: FolderAudio(s)))
+AUDIO_SOURCES.register("file", SpecFactory(os.path.isfile, lambda s, c: FileAudio(s)))
 
 
 def open_audio_source(spec: str, cfg: AudioIngestConfig) -> AudioSource:
@@ -298,31 +294,18 @@ def open_audio_source(spec: str, cfg: AudioIngestConfig) -> AudioSource:
 # ---- auto-detection: does a source hold audio? (`genforge data ingest --modality auto`)
 
 
-def _mostly_audio(names: list[str]) -> bool:
-    from genforge.data.sources.layout import is_image_name
-
-    audio = sum(map(is_audio_name, names))
-    others = (sum(map(is_image_name, names)), sum(map(text_sources.is_text_name, names)))
-    return audio > 0 and audio >= max(others)
-
-
 def _hf_has_audio(spec: str) -> bool:
-    try:
-        from genforge.data.sources.hf import _datasets, load_parts
-
-        features = next(iter(load_parts(spec).values())).features
-        return any(isinstance(v, _datasets().Audio) for v in features.values())
-    except Exception:  # not loadable: another modality's ingest reports why
-        return False
+    features = spec_features(spec)
+    return features is not None and any(isinstance(v, import_datasets().Audio) for v in features.values())
 
 
 def claims(spec: str) -> bool:
-    """True when `spec` is audio: an audio file, a folder or archive of mostly audio files (more
-    than images or text files among the first ones), or an HF data set with an Audio column."""
-    if _is_hf(spec):
+    """True when `spec` is audio: an audio file, a folder or archive whose first file names are
+    audio files at least as often as any other modality's, or an HF data set with an Audio column."""
+    if is_hf_spec(spec):
         return _hf_has_audio(spec)
-    if os.path.isdir(spec):  # the first names of a folder or archive, as text detection peeks them
-        return _mostly_audio(text_sources._folder_names(spec))
+    if os.path.isdir(spec):
+        return "audio" in leading_modalities(folder_names(spec))
     if _is_tar(spec):
-        return _mostly_audio(text_sources._tar_names(spec))
+        return "audio" in leading_modalities(tar_names(spec))
     return os.path.isfile(spec) and is_audio_name(os.path.basename(spec))

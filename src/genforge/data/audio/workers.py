@@ -24,11 +24,11 @@ def decode_batch(datas: list[bytes | str | None], limits: Limits) -> list[Decode
 
 def decoded(batches: Iterable[list[bytes | str | None]], limits: Limits, workers: int) -> Iterator[list]:
     """`decode_batch` over `batches`, in order, on `workers` processes (0: in this one)."""
-    from genforge.data.process.worker import _start_method
+    from genforge.data.process.worker import start_method
 
     run = partial(decode_batch, limits=limits)
     if workers == 0:
         yield from map(run, batches)
         return
-    with mp.get_context(_start_method()).Pool(workers) as pool:
+    with mp.get_context(start_method()).Pool(workers) as pool:
         yield from pool.imap(run, batches)

@@ -118,7 +118,7 @@ def auto_workers() -> int:
     return min(2, cores) if cores > 1 else 0
 
 
-def _start_method() -> str:
+def start_method() -> str:
     """fork starts fast and never re-imports the caller's __main__ (a script without a
     __main__ guard stays safe); with other threads alive, a fork could copy a held lock, so
     then the forkserver."""
@@ -148,7 +148,7 @@ def run_batches(
         for batch in batches:
             yield process_batch(batch, spec)
         return
-    ctx = mp.get_context(_start_method())
+    ctx = mp.get_context(start_method())
     with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
         pending: deque = deque()
         for batch in batches:

@@ -10,7 +10,6 @@ Needs the optional `datasets` package (`pip install 'genforge[hf]'`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ class HfOptions(SourceOptions):
     split: str | None = None  # one HF split of a multi-split data set (default: all of them)
 
 
-def _datasets() -> Any:
+def import_datasets() -> Any:
     try:
         import datasets
     except ImportError:
@@ -59,7 +58,7 @@ class Columns:
 
 
 def pick_columns(features: Any, options: HfOptions, where: str) -> Columns:
-    datasets = _datasets()
+    datasets = import_datasets()
     listing = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
 
     def pick(given: str | None, kind: type, names: tuple[str, ...], what: str, required: bool) -> str | None:
@@ -94,7 +93,7 @@ def load_parts(spec: str, split: str | None = None) -> dict[str, Any]:
     """{HF split name ('' for an unsplit data set): Dataset} of `hf:NAME[:SPLIT]` or a directory
     written by `save_to_disk`; `split` (or the spec's `:SPLIT`) keeps one split. The text sources
     load through this too."""
-    datasets = _datasets()
+    datasets = import_datasets()
     try:
         if spec.startswith("hf:"):
             name, _, spec_split = spec[3:].partition(":")
@@ -113,6 +112,55 @@ def load_parts(spec: str, split: str | None = None) -> dict[str, Any]:
             return {split: loaded[split]}
         return dict(loaded)
     return {split or "": loaded}
+
+
+def is_hf_spec(spec: str) -> bool:
+    """`hf:NAME[:SPLIT]` or a directory written by `save_to_disk`."""
+    return spec.startswith("hf:") or is_saved_dataset(spec)
+
+
+# `--modality auto` asks every modality about an HF spec: a named data set is fetched once
+_NAMED_FEATURES: dict[str, Any] = {}
+
+
+def spec_features(spec: str) -> Any | None:
+    """The features of the HF data set `spec` (its first split); None when it does not load (the
+    ingest that reads it says why)."""
+    if spec in _NAMED_FEATURES:
+        return _NAMED_FEATURES[spec]
+    try:
+        features = next(iter(load_parts(spec).values())).features
+    except (DataError, StopIteration):
+        return None
+    if spec.startswith("hf:"):
+        _NAMED_FEATURES[spec] = features
+    return features
+
+
+MEDIA_FEATURES = ("Audio", "Image", "Video", "Pdf")  # feature types holding a file, not text
+
+
+def holds_images(features: Any) -> bool:
+    """What `pick_columns` takes for images: an Image column, or an array column under an image
+    name (`pixels`...)."""
+    datasets = import_datasets()
+    scalar = (datasets.Value, datasets.ClassLabel)
+    return any(isinstance(v, datasets.Image) for v in features.values()) or any(
+        not isinstance(features[k], scalar) for k in IMAGE_COLUMNS if k in features
+    )
+
+
+def holds_media(features: Any) -> bool:
+    """Audio, images, video or documents: beside one, a string column (a caption, a transcript,
+    a speaker) describes the data rather than being it."""
+    return any(type(v).__name__ in MEDIA_FEATURES for v in features.values()) or holds_images(features)
+
+
+def is_image_dataset(spec: str) -> bool:
+    """An HF data set whose features hold images (the other image sources are what no other
+    modality claims)."""
+    features = spec_features(spec) if is_hf_spec(spec) else None
+    return features is not None and holds_images(features)
 
 
 class HfSource:
@@ -146,7 +194,7 @@ class HfSource:
         return limited(self._items(), self.options.limit)
 
     def _items(self) -> Iterator[RawItem]:
-        datasets = _datasets()
+        datasets = import_datasets()
         cols = self.columns
         keep = [cols.image] + ([cols.label] if cols.label else [])
         for hf_split, ds in self.parts.items():
@@ -180,7 +228,7 @@ class HfSource:
 
 class HfFactory:
     def matches(self, spec: str) -> bool:
-        return spec.startswith("hf:") or (os.path.isdir(spec) and is_saved_dataset(spec))
+        return is_hf_spec(spec)
 
     def open(self, spec: str, **options: Any) -> HfSource:
         return HfSource(spec, parse_options(HfOptions, options, "hf"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genforge.data.ingesters import INGESTERS, Ingester
+from genforge.data.ingesters import INGESTERS, Ingester, lazy, lazy_value
 from genforge.data.text.canonical import TextDataset, TextDoc, TextSplit, write_text_dataset
 from genforge.data.text.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
@@ -45,38 +45,15 @@ def _report_summary(report: dict[str, Any]) -> str:
     )
 
 
-def _config() -> type:
-    from genforge.data.text.config import TextIngestConfig
-
-    return TextIngestConfig
-
-
-def _claims(source: str) -> bool:
-    from genforge.data.text.sources import claims
-
-    return claims(source)
-
-
-def _ingest(*args: Any, **kwargs: Any) -> Any:
-    from genforge.data.text.ingest import ingest
-
-    return ingest(*args, **kwargs)
-
-
-def _report(path: Any) -> dict[str, Any]:
-    from genforge.data.text.report import write_text_report
-
-    return write_text_report(path)
-
-
 INGESTERS.register(
     "text",
     Ingester(
-        claims=_claims,
-        config=_config,
-        run=_ingest,
-        report=_report,
+        claims=lazy("genforge.data.text.sources", "claims"),
+        config=lazy_value("genforge.data.text.config", "TextIngestConfig"),
+        run=lazy("genforge.data.text.ingest", "ingest"),
+        report=lazy("genforge.data.text.report", "write_text_report"),
         summary=_summary,
         report_summary=_report_summary,
+        owns_name=lazy("genforge.data.text.sources", "is_text_name"),
     ),
 )

@@ -22,8 +22,9 @@ import numpy as np
 
 from genforge.core.atomic import write_json, write_text
 from genforge.core.errors import DataError
-from genforge.core.hashing import hash_array, hash_json, sha256_bytes
-from genforge.data.canonical import DATASETS, read_manifest
+from genforge.core.hashing import hash_array, sha256_bytes
+from genforge.data.canonical import DATASETS
+from genforge.data.dataset_base import DatasetReader, SplitReader, write_manifest
 from genforge.data.text.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer, tokenizer_hash
 
 FORMAT_VERSION = 1
@@ -109,42 +110,32 @@ def write_text_dataset(
         write_json(sdir / DOCS_FILE, index)
         split_meta[name] = {"tokens": len(tokens), "chars": len(text), "documents": len(docs)}
         fingerprint_parts.append([name, hash_array(tokens)])
-    manifest = {
-        "format": "genforge-canonical",
-        "format_version": FORMAT_VERSION,
-        "modality": "text",
+    fields = {
         "class_names": None,
         "num_classes": 0,
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": vocab, "file": TOKENIZER_FILE, "hash": tok_hash},
         "token_dtype": dtype.name,
         "doc_separator": separator,
         "splits": split_meta,
-        "fingerprint": hash_json(fingerprint_parts)[:16],
-        **meta,
     }
-    write_json(directory / "manifest.json", manifest)
-    return manifest
+    return write_manifest(directory, "text", FORMAT_VERSION, fields, fingerprint_parts, meta)
 
 
-class TextSplit:
+class TextSplit(SplitReader):
     """One split: `tokens` (a read-only memory map), `text`, `docs`. `len()` counts tokens."""
 
     has_labels = False
 
     def __init__(self, root: Path, name: str, meta: dict[str, Any], dtype: np.dtype, vocab_size: int):
-        self.root, self.name, self.meta = root, name, meta
+        super().__init__(root, name, meta)
         self.dtype, self.vocab_size = dtype, vocab_size
         self._tokens = self._open_tokens()
 
     def _open_tokens(self) -> np.ndarray:
-        path = self.root / self.name / TOKENS_FILE
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot open the token file ({exc})") from None
+        arr = self._load(TOKENS_FILE, "open the token file", mmap=True)
         if arr.dtype != self.dtype or arr.ndim != 1 or len(arr) != self.meta["tokens"]:
             raise DataError(
-                f"{path}: expected {self.dtype.name} (N,) with N={self.meta['tokens']} "
+                f"{self._file(TOKENS_FILE)}: expected {self.dtype.name} (N,) with N={self.meta['tokens']} "
                 f"(manifest.json splits.{self.name}.tokens), got {arr.dtype} {arr.shape}"
             )
         return arr
@@ -158,7 +149,7 @@ class TextSplit:
         arr = self._tokens
         if len(arr) and int(arr.max()) >= self.vocab_size:
             raise DataError(
-                f"{self.root / self.name / TOKENS_FILE}: token id {int(arr.max())} is outside the "
+                f"{self._file(TOKENS_FILE)}: token id {int(arr.max())} is outside the "
                 f"vocabulary of {self.vocab_size} (manifest.json tokenizer.vocab_size)"
             )
         return arr
@@ -173,7 +164,7 @@ class TextSplit:
 
     @cached_property
     def text(self) -> str:
-        path = self.root / self.name / TEXT_FILE
+        path = self._file(TEXT_FILE)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -187,7 +178,7 @@ class TextSplit:
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         """Per document: origin, hash, [start, end) `chars` and `tokens` offsets."""
-        path = self.root / self.name / DOCS_FILE
+        path = self._file(DOCS_FILE)
         try:
             docs = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -203,33 +194,26 @@ class TextSplit:
         return []
 
 
-class TextDataset:
+class TextDataset(DatasetReader[TextSplit]):
     """A text dataset: token memmaps and cleaned text per split, and the tokenizer."""
 
     modality = "text"
 
-    def __init__(self, path: str | Path, manifest: dict[str, Any] | None = None):
-        self.path = Path(path)
-        self.manifest: dict[str, Any] = manifest if manifest is not None else read_manifest(self.path)
-        where = self.path / "manifest.json"
+    def _check_manifest(self) -> None:
         info = self.manifest.get("tokenizer")
         if not isinstance(info, dict) or not isinstance(info.get("vocab_size"), int):
-            raise DataError(f"{where}: field 'tokenizer' must hold 'kind' and an integer 'vocab_size'")
+            raise self._field_error("tokenizer", "must hold 'kind' and an integer 'vocab_size'")
         self._vocab_size = int(info["vocab_size"])
         dtype_name = self.manifest.get("token_dtype")
         if dtype_name not in ("uint16", "uint32"):
-            raise DataError(f"{where}: field 'token_dtype' must be 'uint16' or 'uint32', got {dtype_name!r}")
-        dtype = np.dtype(dtype_name)
-        splits = self.manifest.get("splits")
-        if not isinstance(splits, dict) or not splits:
-            raise DataError(f"{where}: field 'splits' must map split names to their counts")
-        for name, meta in splits.items():
-            missing = [k for k in ("tokens", "chars", "documents") if not isinstance(meta.get(k), int)]
-            if missing:
-                raise DataError(f"{where}: field 'splits.{name}' lacks integer {', '.join(missing)}")
-        self._splits = {
-            name: TextSplit(self.path, name, meta, dtype, self._vocab_size) for name, meta in splits.items()
-        }
+            raise self._field_error("token_dtype", f"must be 'uint16' or 'uint32', got {dtype_name!r}")
+        self._dtype = np.dtype(dtype_name)
+
+    def _open_split(self, name: str, meta: dict[str, Any]) -> TextSplit:
+        missing = [k for k in ("tokens", "chars", "documents") if not isinstance(meta.get(k), int)]
+        if missing:
+            raise self._field_error(f"splits.{name}", f"lacks integer {', '.join(missing)}")
+        return TextSplit(self.path, name, meta, self._dtype, self._vocab_size)
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -249,53 +233,15 @@ class TextDataset:
     def separator(self) -> str:
         return str(self.manifest.get("doc_separator", DOC_SEPARATOR))
 
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def class_names(self) -> list[str]:
-        return []
-
-    @property
-    def num_classes(self) -> int:
-        return 0
-
-    @property
-    def split_names(self) -> list[str]:
-        return list(self._splits)
-
-    def split(self, name: str) -> TextSplit:
-        if name not in self._splits:
-            raise DataError(f"{self.path}: no split {name!r}; splits: {', '.join(self._splits)}")
-        return self._splits[name]
-
-    @property
-    def train_split(self) -> TextSplit:
-        return self.split("train")
-
-    @property
-    def reference_split(self) -> TextSplit:
-        """Held-out split for evaluation: validation if present, else test."""
-        for name in ("val", "test"):
-            if name in self._splits:
-                return self._splits[name]
-        raise DataError(f"{self.path}: no held-out split (val or test)")
-
     def model_fields(self) -> dict[str, Any]:
-        """The model config fields this data fixes (a family's `default_config` takes them)."""
         return {"vocab_size": self._vocab_size}
 
+    def _describe_data(self) -> dict[str, Any]:
+        return {"tokenizer": {"kind": self.manifest["tokenizer"].get("kind"), "vocab_size": self._vocab_size}}
+
     def describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path.resolve()),
-            "modality": self.modality,
-            "fingerprint": self.fingerprint,
-            "tokenizer": {"kind": self.manifest["tokenizer"].get("kind"), "vocab_size": self._vocab_size},
-            "num_classes": 0,
-            "class_names": [],
-            "splits": {name: {"tokens": len(s), "chars": s.chars} for name, s in self._splits.items()},
-        }
+        splits = {name: {"tokens": len(s), "chars": s.chars} for name, s in self._splits.items()}
+        return {**super().describe(), "splits": splits}
 
 
 DATASETS.register("text", TextDataset)

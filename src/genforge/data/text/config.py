@@ -15,9 +15,10 @@ DEFAULT_REPLACEMENTS = {"email": "<EMAIL>", "phone": "<PHONE>", "ip": "<IP>", "c
 
 @dataclass
 class TextIngestConfig:
-    # tokenizer, trained on the train split only
-    tokenizer: Literal["char", "bpe"] = "char"
-    vocab_size: int = 4096  # bpe only: the char vocabulary is whatever characters train holds
+    # tokenizer, trained on the train split only; bytes (UTF-8 bytes, 256 ids) learns nothing from
+    # the data, which is what a differentially private text run needs (docs/privacy.md)
+    tokenizer: Literal["char", "bpe", "bytes"] = "char"
+    vocab_size: int = 4096  # bpe only: char's vocabulary is whatever characters train holds, bytes' 256
     # sources
     field: str | None = (
         None  # JSONL: the field holding the text (None: "text"); HF: the column (None: "text", else the only string column)

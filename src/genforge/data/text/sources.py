@@ -30,9 +30,12 @@ from typing import Any, Protocol
 
 from genforge.core.errors import DataError
 from genforge.core.registry import Registry
+from genforge.data.ingesters import leading_modalities
 from genforge.data.sources.base import RawItem
 from genforge.data.sources.folder import FolderOptions, FolderSource
+from genforge.data.sources.hf import holds_media, is_hf_spec, load_parts, spec_features
 from genforge.data.sources.layout import split_name
+from genforge.data.sources.listing import SpecFactory, folder_names, tar_names
 from genforge.data.sources.options import SourceOptions
 from genforge.data.sources.tar import TAR_SUFFIXES, TarSource
 from genforge.data.text.config import TextIngestConfig
@@ -269,8 +272,6 @@ class HfText:
     name = "hf"
 
     def __init__(self, spec: str, field_name: str | None):
-        from genforge.data.sources.hf import load_parts
-
         self.spec = spec
         self.parts = load_parts(spec)
         features = next(iter(self.parts.values())).features
@@ -307,36 +308,18 @@ class HfText:
         }
 
 
-def _is_hf(spec: str) -> bool:
-    from genforge.data.sources.hf import is_saved_dataset
-
-    return spec.startswith("hf:") or is_saved_dataset(spec)
-
-
-@dataclass(frozen=True)
-class _Factory:
-    test: Any  # (spec) -> bool
-    make: Any  # (spec, cfg) -> TextSource
-
-    def matches(self, spec: str) -> bool:
-        return bool(self.test(spec))
-
-    def open(self, spec: str, cfg: TextIngestConfig) -> TextSource:
-        return self.make(spec, cfg)
-
-
 # in matching order: the first that matches a spec reads it; `file` takes any other file
-TEXT_SOURCES.register("hf", _Factory(_is_hf, lambda s, c: HfText(s, c.field)))
-TEXT_SOURCES.register("tar", _Factory(lambda s: _suffix_is(s, TAR_SUFFIXES), lambda s, c: TarText(s)))
+TEXT_SOURCES.register("hf", SpecFactory(is_hf_spec, lambda s, c: HfText(s, c.field)))
+TEXT_SOURCES.register("tar", SpecFactory(lambda s: _suffix_is(s, TAR_SUFFIXES), lambda s, c: TarText(s)))
 TEXT_SOURCES.register(
     "jsonl",
-    _Factory(lambda s: _suffix_is(s, JSONL_SUFFIXES), lambda s, c: JsonlText(s, c.field or DEFAULT_FIELD)),
+    SpecFactory(lambda s: _suffix_is(s, JSONL_SUFFIXES), lambda s, c: JsonlText(s, c.field or DEFAULT_FIELD)),
 )
 TEXT_SOURCES.register(
-    "csv", _Factory(lambda s: _suffix_is(s, CSV_SUFFIXES), lambda s, c: CsvText(s, c.column))
+    "csv", SpecFactory(lambda s: _suffix_is(s, CSV_SUFFIXES), lambda s, c: CsvText(s, c.column))
 )
-TEXT_SOURCES.register("folder", _Factory(os.path.isdir, lambda s, c: FolderText(s)))
-TEXT_SOURCES.register("file", _Factory(os.path.isfile, lambda s, c: FileText(s)))
+TEXT_SOURCES.register("folder", SpecFactory(os.path.isdir, lambda s, c: FolderText(s)))
+TEXT_SOURCES.register("file", SpecFactory(os.path.isfile, lambda s, c: FileText(s)))
 
 
 def open_text_source(spec: str, cfg: TextIngestConfig) -> TextSource:
@@ -352,61 +335,22 @@ def open_text_source(spec: str, cfg: TextIngestConfig) -> TextSource:
 
 # ---- auto-detection: does a source hold text? (`genforge data ingest --modality auto`)
 
-PEEK = 200  # files or archive members looked at
-
-
-def _mostly_text(names: list[str]) -> bool:
-    from genforge.data.sources.layout import is_image_name
-
-    text = sum(map(is_text_name, names))
-    images = sum(map(is_image_name, names))
-    return text > 0 and text >= images
-
-
-def _folder_names(root: str) -> list[str]:
-    names: list[str] = []
-    for _dir, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        names.extend(f for f in sorted(files) if not f.startswith("."))
-        if len(names) >= PEEK:
-            break
-    return names[:PEEK]
-
-
-def _tar_names(archive: str) -> list[str]:
-    from genforge.data.sources.tar import _entries
-
-    names: list[str] = []
-    try:
-        for name, *_ in _entries(archive, lambda member: True):
-            names.append(name[name.rfind("/") + 1 :])
-            if len(names) >= PEEK:
-                break
-    except Exception:  # a corrupt archive: whatever was read decides; the ingest reports the rest
-        pass
-    return names
-
 
 def _hf_has_text(spec: str) -> bool:
-    try:
-        from genforge.data.sources.hf import _datasets, load_parts
-
-        features = next(iter(load_parts(spec).values())).features
-        images = [k for k, v in features.items() if isinstance(v, _datasets().Image)]
-        return not images and bool(string_columns(features))
-    except Exception:  # not loadable as text: the image ingest reports why
-        return False
+    features = spec_features(spec)
+    return features is not None and bool(string_columns(features)) and not holds_media(features)
 
 
 def claims(spec: str) -> bool:
-    """True when `spec` is text: a text, JSONL or CSV file, a folder or archive of mostly text
-    files, or an HF data set with a string column and no image column."""
-    if _is_hf(spec):
+    """True when `spec` is text: a text, JSONL or CSV file, a folder or archive whose first file
+    names are text files at least as often as any other modality's, or an HF data set with a
+    string column and no audio, image or other media column."""
+    if is_hf_spec(spec):
         return _hf_has_text(spec)
     if os.path.isdir(spec):
-        return _mostly_text(_folder_names(spec))
+        return "text" in leading_modalities(folder_names(spec))
     if _suffix_is(spec, TAR_SUFFIXES):
-        return _mostly_text(_tar_names(spec))
+        return "text" in leading_modalities(tar_names(spec))
     return os.path.isfile(spec) and (
         is_text_name(os.path.basename(spec)) or _suffix_is(spec, JSONL_SUFFIXES + CSV_SUFFIXES)
     )

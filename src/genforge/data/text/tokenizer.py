@@ -1,15 +1,19 @@
 """Text tokenisers, trained on a dataset's train split and saved with it as `tokenizer.json`.
 
-Two kinds, one interface (`encode`, `encode_batch`, `decode`, `vocab_size`, `kind`, `save`):
+Three kinds, one interface (`encode`, `encode_batch`, `decode`, `vocab_size`, `kind`, `save`):
 
 - `char`: one id per character, the vocabulary being the sorted set of the train split's
   characters (ids 0..n-1, the same ids nanoGPT's `shakespeare_char/prepare.py` gives), plus one
   `<unk>` id, n, for characters the train split never showed.
 - `bpe`: byte-level BPE through Hugging Face `tokenizers` (ByteLevel pre-tokenizer and decoder,
   all 256 bytes in the initial alphabet, so every string round-trips and nothing is unknown).
+- `bytes`: the UTF-8 bytes of the text, ids 0..255. It learns nothing from the data, so unlike
+  the other two its vocabulary is not a statistic of the (possibly private) train split: the
+  tokenizer a differentially private text run can use with its guarantee intact
+  (docs/privacy.md). No special tokens: documents are joined by a blank line, as for the others.
 
-The file formats tell the kinds apart without a side file: a char tokenizer's JSON carries
-`"genforge": {"kind": "char"}`; a BPE tokenizer's file is Hugging Face's own tokenizer JSON
+The file formats tell the kinds apart without a side file: a char or bytes tokenizer's JSON
+carries `"genforge": {"kind": ...}`; a BPE tokenizer's file is Hugging Face's own tokenizer JSON
 (loadable by `tokenizers.Tokenizer.from_file` and `transformers`), recognised by its
 `model.type == "BPE"` (HF rejects unknown top-level keys, so no marker is added to it).
 """
@@ -31,6 +35,8 @@ from genforge.core.registry import Registry
 
 TOKENIZER_FILE = "tokenizer.json"
 CHAR_FORMAT_VERSION = 1
+BYTES_FORMAT_VERSION = 1
+BYTE_VALUES = 256
 UNK = "<unk>"
 # what decode() gives for the char tokenizer's <unk> id: one character, so decoded text keeps
 # one character per id (bits per character and span offsets stay aligned)
@@ -65,6 +71,9 @@ class TokenizerKind:
     train: Callable[[Iterable[str], int], Tokenizer]
     claims: Callable[[dict[str, Any]], bool]
     from_json: Callable[[dict[str, Any], Path], Tokenizer]
+    # True when `train` reads the texts: the vocabulary is then a statistic of the train split,
+    # outside a differentially private run's guarantee (train/feeds/text.py records which)
+    learns_from_data: bool = True
 
 
 TOKENIZERS: Registry[TokenizerKind] = Registry("tokenizer kind")
@@ -72,6 +81,12 @@ TOKENIZERS: Registry[TokenizerKind] = Registry("tokenizer kind")
 
 def _hash(tokenizer: Tokenizer) -> str:
     return sha256_bytes(tokenizer.to_json().encode("utf-8"))
+
+
+def _marked(data: dict[str, Any], kind: str) -> bool:
+    """Whether a tokenizer file's JSON carries genforge's marker for `kind`."""
+    marker = data.get("genforge")
+    return isinstance(marker, dict) and marker.get("kind") == kind
 
 
 class CharTokenizer:
@@ -155,8 +170,66 @@ class CharTokenizer:
 
     @staticmethod
     def claims(data: dict[str, Any]) -> bool:
-        marker = data.get("genforge")
-        return isinstance(marker, dict) and marker.get("kind") == CharTokenizer.kind
+        return _marked(data, CharTokenizer.kind)
+
+
+class BytesTokenizer:
+    """The text's UTF-8 bytes as ids 0..255: fixed before any data is seen, every string
+    encodes, and a sequence of ids that is not valid UTF-8 (a model's output cut mid-character)
+    decodes with U+FFFD in place of the broken bytes, which is also what the streaming decoder
+    (models/text/sampling.py `IncrementalDecoder`) waits on before releasing text."""
+
+    kind = "bytes"
+
+    @classmethod
+    def train(cls, texts: Iterable[str] = (), vocab_size: int = 0) -> BytesTokenizer:
+        """The byte tokenizer; `texts` and `vocab_size` are ignored (it learns nothing)."""
+        return cls()
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_VALUES
+
+    def encode_array(self, text: str) -> np.ndarray:
+        # surrogatepass: a lone surrogate (not valid text, but a possible Python string) still
+        # encodes instead of raising; it decodes to U+FFFD
+        return np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8).astype(np.int64)
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8", "surrogatepass"))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < BYTE_VALUES]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the byte vocabulary (0..{BYTE_VALUES - 1})")
+        return bytes(ids).decode("utf-8", "replace")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"genforge": {"kind": self.kind, "format_version": BYTES_FORMAT_VERSION},
+             "encoding": "utf-8", "vocab_size": BYTE_VALUES},
+            indent=1,
+        )  # fmt: skip
+
+    def save(self, path: str | Path) -> None:
+        write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> BytesTokenizer:
+        if data.get("encoding") != "utf-8" or data.get("vocab_size") != BYTE_VALUES:
+            raise DataError(
+                f"{path}: a bytes tokenizer must have 'encoding' \"utf-8\" and 'vocab_size' {BYTE_VALUES}, got "
+                f"{data.get('encoding')!r} and {data.get('vocab_size')!r}"
+            )
+        return cls()
+
+    @staticmethod
+    def claims(data: dict[str, Any]) -> bool:
+        return _marked(data, BytesTokenizer.kind)
 
 
 class BPETokenizer:
@@ -233,6 +306,12 @@ class BPETokenizer:
 
 TOKENIZERS.register("char", TokenizerKind(CharTokenizer.train, CharTokenizer.claims, CharTokenizer.from_json))
 TOKENIZERS.register("bpe", TokenizerKind(BPETokenizer.train, BPETokenizer.claims, BPETokenizer.from_json))
+TOKENIZERS.register(
+    "bytes",
+    TokenizerKind(
+        BytesTokenizer.train, BytesTokenizer.claims, BytesTokenizer.from_json, learns_from_data=False
+    ),
+)
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -269,6 +348,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         if kind.claims(data):
             return kind.from_json(data, path)
     raise DataError(
-        f"{path}: not a tokenizer genforge knows: expected a char tokenizer (field 'genforge.kind' = 'char') "
-        "or a Hugging Face byte-level BPE tokenizer (field 'model.type' = 'BPE')"
+        f"{path}: not a tokenizer genforge knows: expected a char or bytes tokenizer (field 'genforge.kind' = "
+        "'char' or 'bytes') or a Hugging Face byte-level BPE tokenizer (field 'model.type' = 'BPE')"
     )

@@ -3,58 +3,31 @@
 // recording to /v1/enhance and plays the input beside the enhanced output (helpers in common.js).
 "use strict";
 
-let model = null;
 const urls = []; // object URLs of the players on the page, revoked when replaced
 
-function option(value, text) {
-  return new Option(text, value);
-}
-
 function showModel(info) {
-  model = info;
-  $("model-name").textContent = info.model + (info.step != null ? " · step " + info.step : "");
-  const what = info.task === "restore" ? "enhancement" : `${info.clip_seconds.toFixed(2)} s clips`;
-  $("model-summary").textContent = `${info.family} · audio · ${what} at ${info.sample_rate} Hz` +
-    (info.fingerprint ? ` · dataset ${String(info.fingerprint).slice(0, 12)}` : "");
+  const restore = info.task === "restore";
+  const what = restore ? "enhancement" : `${info.clip_seconds.toFixed(2)} s clips`;
+  showRun(info, `${info.family} · audio · ${what} at ${info.sample_rate} Hz`, [
+    ["task", info.task], ["sample rate", `${info.sample_rate} Hz`], ["classes", info.num_classes],
+    ["speakers", info.speaker_conditional ? info.speakers.length + (info.speaker_allowlist ? " (allow-list)" : "") : "—"],
+  ], restore ? ["longest upload", `${info.limits.max_audio_seconds} s`] : ["micro-batching", info.batching.enabled ? "on" : "off"]);
   $("n").max = info.limits.max_n;
-  if (info.conditional) {
-    const select = $("class");
-    select.replaceChildren(option("", "all classes"));
-    for (let i = 0; i < info.num_classes; i++) {
-      const name = info.class_names && info.class_names[i] != null ? `${i}: ${info.class_names[i]}` : String(i);
-      select.appendChild(option(String(i), name));
-    }
-    $("class-field").hidden = false;
-  }
   if (info.speaker_conditional) {
     const select = $("speaker");
-    select.replaceChildren(option("", "each in turn"));
-    for (const s of info.speakers) select.appendChild(option(String(s.id), s.name != null ? `${s.id}: ${s.name}` : String(s.id)));
+    select.replaceChildren(new Option("each in turn", ""));
+    for (const s of info.speakers) select.appendChild(new Option(s.name != null ? `${s.id}: ${s.name}` : String(s.id), String(s.id)));
     $("speaker-field").hidden = false;
   }
-  $("steps-field").hidden = !info.options.includes("steps");
-  $("steps").max = info.limits.max_steps;
-  $("guidance-field").hidden = !(info.options.includes("guidance") && (info.conditional || info.speaker_conditional));
-  showMetrics(info);
-  const restore = info.task === "restore";
-  fillTable($("model-info").tBodies[0], [
-    ["model", info.model], ["family", info.family], ["step", info.step], ["task", info.task],
-    ["sample rate", `${info.sample_rate} Hz`], ["classes", info.num_classes],
-    ["speakers", info.speaker_conditional ? info.speakers.length + (info.speaker_allowlist ? " (allow-list)" : "") : "—"],
-    ["dataset fingerprint", info.fingerprint ? String(info.fingerprint).slice(0, 16) + "…" : "—"],
-    restore ? ["longest upload", `${info.limits.max_audio_seconds} s`] : ["micro-batching", info.batching.enabled ? "on" : "off"],
-  ]);
+  showSamplingFields(info, info.conditional || info.speaker_conditional);
   $("controls").hidden = restore;
   $("enhance-form").hidden = !restore;
   setStatus(restore ? "Choose a recording to enhance." : "Ready.");
 }
 
 function request() {
-  const body = { n: Number($("n").value), seed: Number($("seed").value), format: "json" };
-  if (model && model.conditional && $("class").value !== "") body["class"] = Number($("class").value);
+  const body = generateRequest("json");
   if (model && model.speaker_conditional && $("speaker").value !== "") body.speaker = Number($("speaker").value);
-  if (!$("steps-field").hidden) body.steps = Number($("steps").value);
-  if (!$("guidance-field").hidden) body.guidance = Number($("guidance").value);
   return body;
 }
 
@@ -97,42 +70,16 @@ function captionOf(body, i) {
   return parts.join(" · ");
 }
 
-// fetch + error handling shared by both forms: resolves to the response, or null after an error
-async function call(button, label, url, init) {
-  rememberKey();
-  if (!model && !(await loadModel(showModel))) return null;
-  button.disabled = true;
-  setStatus(label);
-  try {
-    const resp = await fetch(url, init);
-    if (!resp.ok) {
-      if (resp.status === 401) $("key-field").hidden = false;
-      setStatus(await errorText(resp), true);
-      return null;
-    }
-    return resp;
-  } catch (err) {
-    setStatus("Request failed: " + err, true);
-    return null;
-  } finally {
-    button.disabled = false;
-  }
-}
-
 async function generate(event) {
   event.preventDefault();
   const started = performance.now();
-  const resp = await call($("generate"), "Generating…", "/v1/generate", {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify(request()),
+  await call($("generate"), "Generating…", "/v1/generate", () => postJSON(request()), async (resp) => {
+    const body = await resp.json();
+    clearClips();
+    body.audio.forEach((b64, i) => addPlayer(wavBlob(b64), captionOf(body, i)));
+    const ms = Math.round(performance.now() - started);
+    setStatus(`seed ${body.seed} · ${body.audio.length} clips · ${ms} ms`);
   });
-  if (!resp) return;
-  const body = await resp.json();
-  clearClips();
-  body.audio.forEach((b64, i) => addPlayer(wavBlob(b64), captionOf(body, i)));
-  const ms = Math.round(performance.now() - started);
-  setStatus(`seed ${body.seed} · ${body.audio.length} clips · ${ms} ms`);
 }
 
 async function enhance(event) {
@@ -143,20 +90,20 @@ async function enhance(event) {
     return;
   }
   const started = performance.now();
-  const resp = await call($("enhance"), "Enhancing…", "/v1/enhance", {
+  const init = () => ({
     method: "POST",
     headers: headers({ "Content-Type": file.type || "application/octet-stream" }),
     body: file,
   });
-  if (!resp) return;
-  const out = await resp.blob();
-  clearClips();
-  addPlayer(file, `input · ${file.name}`);
-  addPlayer(out, `enhanced · ${resp.headers.get("X-Genforge-Sample-Rate")} Hz`);
-  setStatus(`enhanced in ${Math.round(performance.now() - started)} ms`);
+  await call($("enhance"), "Enhancing…", "/v1/enhance", init, async (resp) => {
+    const out = await resp.blob();
+    clearClips();
+    addPlayer(file, `input · ${file.name}`);
+    addPlayer(out, `enhanced · ${resp.headers.get("X-Genforge-Sample-Rate")} Hz`);
+    setStatus(`enhanced in ${Math.round(performance.now() - started)} ms`);
+  });
 }
 
-$("controls").addEventListener("submit", generate);
+addSamplingFields();
 $("enhance-form").addEventListener("submit", enhance);
-$("random-seed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2147483647); });
-loadModel(showModel);
+startPage(showModel, generate);

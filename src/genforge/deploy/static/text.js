@@ -2,24 +2,15 @@
 // completion as its server-sent events arrive (fetch + ReadableStream; helpers in common.js).
 "use strict";
 
-let model = null;
 let running = null; // the AbortController of the completion being streamed
 
 function showModel(info) {
-  model = info;
-  $("model-name").textContent = info.model + (info.step != null ? " · step " + info.step : "");
-  $("model-summary").textContent = `${info.family} · text · ${info.tokenizer.kind} tokenizer, ` +
-    `${info.vocab_size} tokens · context ${info.context_length}` +
-    (info.fingerprint ? ` · dataset ${String(info.fingerprint).slice(0, 12)}` : "");
+  const summary = `${info.family} · text · ${info.tokenizer.kind} tokenizer, ${info.vocab_size} tokens · ` +
+    `context ${info.context_length}`;
+  showRun(info, summary, [
+    ["tokenizer", `${info.tokenizer.kind} (${info.tokenizer.vocab_size})`], ["context length", info.context_length],
+  ], ["continuous batching", `${info.batching.slots} slots`]);
   $("max-tokens").max = info.limits.max_tokens;
-  showMetrics(info);
-  fillTable($("model-info").tBodies[0], [
-    ["model", info.model], ["family", info.family], ["step", info.step],
-    ["tokenizer", `${info.tokenizer.kind} (${info.tokenizer.vocab_size})`],
-    ["context length", info.context_length],
-    ["dataset fingerprint", info.fingerprint ? String(info.fingerprint).slice(0, 16) + "…" : "—"],
-    ["continuous batching", `${info.batching.slots} slots`],
-  ]);
   setStatus("Ready.");
 }
 
@@ -66,29 +57,17 @@ async function readEvents(resp, onEvent) {
 
 async function generate(event) {
   event.preventDefault();
-  rememberKey();
-  if (!model && !(await loadModel(showModel))) return;
-  const body = request();
-  $("shown-prompt").textContent = body.prompt;
-  $("generated").textContent = "";
-  $("generate").disabled = true;
-  $("stop-button").disabled = false;
-  setStatus("Generating…");
-  running = new AbortController();
   const started = performance.now();
   let finish = null;
-  try {
-    const resp = await fetch("/v1/completions", {
-      method: "POST",
-      headers: headers({ "Content-Type": "application/json" }),
-      body: JSON.stringify(body),
-      signal: running.signal,
-    });
-    if (!resp.ok) {
-      if (resp.status === 401) $("key-field").hidden = false;
-      setStatus(await errorText(resp), true);
-      return;
-    }
+  const init = () => {
+    const body = request();
+    $("shown-prompt").textContent = body.prompt;
+    $("generated").textContent = "";
+    $("stop-button").disabled = false;
+    running = new AbortController();
+    return { ...postJSON(body), signal: running.signal };
+  };
+  await call($("generate"), "Generating…", "/v1/completions", init, async (resp) => {
     await readEvents(resp, (chunk) => {
       if (chunk.error) throw new Error(errorMessage(chunk));
       for (const choice of chunk.choices) {
@@ -99,17 +78,10 @@ async function generate(event) {
     const s = (performance.now() - started) / 1000;
     const why = finish === "stop" ? "stop sequence" : "max tokens";
     setStatus(`seed ${resp.headers.get("X-Genforge-Seed")} · ended by ${why} · ${s.toFixed(2)} s`);
-  } catch (err) {
-    if (err.name === "AbortError") setStatus("Stopped.");
-    else setStatus("Request failed: " + err.message, true);
-  } finally {
-    running = null;
-    $("generate").disabled = false;
-    $("stop-button").disabled = true;
-  }
+  });
+  running = null;
+  $("stop-button").disabled = true;
 }
 
-$("controls").addEventListener("submit", generate);
 $("stop-button").addEventListener("click", () => running && running.abort());
-$("random-seed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2147483647); });
-loadModel(showModel);
+startPage(showModel, generate);

@@ -52,6 +52,7 @@ from genforge.evaluate.evaluate import EVALUATIONS, FORMAT, EvalConfig, compute_
 from genforge.evaluate.memorisation import AuditConfig, audit_space, save_pairs
 from genforge.evaluate.metrics.base import EvalInputs, FeatureSet
 from genforge.evaluate.stats_cache import reference_features
+from genforge.train.privacy import metric_values
 
 AUDIO_N = 500  # clips of an audio evaluation when EvalConfig.n is None
 
@@ -339,8 +340,10 @@ def evaluate_generated(target: str | Path, ref: str | Path, config: EvalConfig, 
             values["fad_memoriser"] = baselines["memoriser"]["values"].get("fad")
             if values["fad_memoriser"]:
                 values["fad_memoriser_ratio"] = values["fad"] / values["fad_memoriser"]
+        # a differentially private run's guarantee (model.json `privacy`) beside its metrics
+        values.update(metric_values(samples.source.get("privacy")))
         result.update({"values": values, "metrics": records, "baselines": baselines, "skipped": skipped,
-                       "warnings": warnings})  # fmt: skip
+                       "warnings": warnings, "privacy": samples.source.get("privacy")})  # fmt: skip
         result["timing"] = {"samples_s": round(t_gen, 3), "features_s": round(t_feat, 3),
                             "metrics_s": round(t_metrics, 3), "total_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
         write_json(stage / out_path.name, result)

@@ -187,7 +187,8 @@ def generate_from_run(pipe: Any, n: int, seed: int, sample_rate: int, length: in
     info = pipe.info
     source = {"kind": "run", "path": str(Path(pipe.path).resolve()), "model": info.get("model"),
               "family": info.get("family"), "step": info.get("step"), "ema": info.get("ema"),
-              "conditional": pipe.conditional, "speaker_conditional": pipe.speaker_conditional, **read}  # fmt: skip
+              "conditional": pipe.conditional, "speaker_conditional": pipe.speaker_conditional,
+              "privacy": info.get("privacy"), **read}  # fmt: skip
     return AudioSamples(audio, labels, speakers, source, [])
 
 

@@ -37,6 +37,7 @@ from genforge.data.canonical import open_dataset
 from genforge.evaluate.evaluate import EVALUATIONS, FORMAT, EvalConfig, default_out
 from genforge.evaluate.text import metrics as tm
 from genforge.evaluate.text.overlap import SpanStats, TrainIndex, codes_of, window_rate
+from genforge.train.privacy import metric_values
 
 DEFAULT_N = 64
 SAMPLE_SEPARATOR = "<|endoftext|>"  # between samples in a .txt samples file (GPT-2's document separator)
@@ -173,7 +174,8 @@ def generate_samples(pipe: Any, prompts: list[str], cfg: TextEvalConfig) -> Text
                                 top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed)  # fmt: skip
     info = pipe.info
     source = {"kind": "run", "path": str(Path(pipe.path).resolve()), "model": info.get("model"),
-              "family": info.get("family"), "step": info.get("step"), "ema": info.get("ema")}  # fmt: skip
+              "family": info.get("family"), "step": info.get("step"), "ema": info.get("ema"),
+              "privacy": info.get("privacy")}  # fmt: skip
     return TextSamples([c.text for c in completions], prompts, [c.n_tokens for c in completions],
                        [c.finish_reason for c in completions], source)  # fmt: skip
 
@@ -374,7 +376,9 @@ def evaluate_text(target: str | Path, ref: str | Path, config: EvalConfig,
         "reference": {"dataset": str(Path(ref).resolve()), "split": split.name, "fingerprint": dataset.fingerprint,
                       "count": len(split), "tokens": len(split), "chars": split.chars, "tokenizer": tokenizer},  # fmt: skip
         "config": to_dict(cfg),
-        "values": values,
+        # a differentially private run's guarantee (model.json `privacy`) beside its metrics
+        "values": {**values, **metric_values(samples.source.get("privacy"))},
+        "privacy": samples.source.get("privacy"),
         "metrics": _records(values, details, seconds, context),
         "skipped": skipped,
         "warnings": warnings,

@@ -31,8 +31,9 @@ With the defaults, 500 / 1000 / 1500 steps gave SI-SDR +6.7 / +7.3 / +7.3 dB (wh
 Loss: multi-resolution STFT magnitude loss (spectral convergence + log-magnitude L1, Yamamoto et
 al. 2020) plus `si_sdr_weight` x the negative SI-SDR of the estimate.
 
-`sample` is the trainer's progress view only, as for the image DAE: (noisy, restored) pairs of the
-latest training clips; a loaded model refuses it and points to `restore`.
+The training step, `restore` and `sample` are shared with the image DAE
+(`models.restoration.RestorationModel`): `sample` is the trainer's progress view only, (noisy,
+restored) pairs of the latest training clips; a loaded model refuses it and points to `restore`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ from genforge.audio.sdr import si_sdr
 from genforge.audio.spectrogram import MelConfig, istft, stft
 from genforge.core.config import from_dict
 from genforge.core.errors import ConfigError, GenforgeError
-from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
+from genforge.models.base import Batch, ModelOutput
 from genforge.models.registry import MODELS
+from genforge.models.restoration import RestorationModel
 
 
 @dataclass
@@ -244,18 +246,18 @@ def stft_loss(
 
 
 @MODELS.register("denoiser")
-class Denoiser(GenerativeModel):
+class Denoiser(RestorationModel):
     family = "denoiser"
     modality = "audio"
     config_class = DenoiserConfig
-    ema_modules = ("net",)
-    task = "restore"
     speaker_conditional = False
+    preview_size = 16
+    restores = "audio"
+    restore_usage = "noisy.wav --out clean.wav"
 
     def __init__(self, config: DenoiserConfig):
         super().__init__(config)
         self.net = NETS[config.arch](config)
-        self._preview: torch.Tensor | None = None  # the latest training clips, for `sample`
 
     @classmethod
     def default_config(  # type: ignore[override]
@@ -273,14 +275,12 @@ class Denoiser(GenerativeModel):
         }
         return from_dict(DenoiserConfig, {**data, **overrides}, where="Denoiser config")
 
-    def phases(self) -> list[Phase]:
-        return [Phase("main", ["net"], OptimizerSpec("adam", self.config.lr, self.config.betas))]
-
     def corrupt(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noisy versions of clean (B, T) by the config's recipe; babble from the batch itself."""
         return apply_recipe(clean, self.config.noise, self.config.sample_rate, generator, pool=clean).noisy
 
-    def _crop(self, clean: torch.Tensor) -> torch.Tensor:
+    def clean_batch(self, batch: Batch) -> torch.Tensor:
+        clean = batch.data.float().reshape(batch.data.shape[0], -1)
         c = self.config
         if not c.crop or c.crop >= clean.shape[-1]:
             return clean
@@ -289,41 +289,15 @@ class Denoiser(GenerativeModel):
         start = (centre - c.crop // 2).clamp(0, clean.shape[-1] - c.crop)
         return torch.stack([row[s : s + c.crop] for row, s in zip(clean, start.tolist(), strict=True)])
 
-    def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
-        clean = self._crop(batch.data.float().reshape(batch.data.shape[0], -1))
-        self._preview = clean[:16].detach()
-        noisy = self.corrupt(clean)  # global RNG: saved by the trainer for resume
-        estimate = self.net(noisy)
+    def restoration_loss(self, clean: torch.Tensor, estimate: torch.Tensor) -> ModelOutput:
         spectral = stft_loss(clean, estimate, self.config.stft_resolutions)
         voiced = _rms(clean)[:, 0] > 1e-4  # SI-SDR is undefined against a silent reference
         sdr = si_sdr(clean[voiced], estimate[voiced]).mean() if bool(voiced.any()) else clean.new_zeros(())
         loss = spectral - self.config.si_sdr_weight * sdr
         return ModelOutput(loss, {"stft": spectral.detach(), "si_sdr": sdr.detach()})
 
-    @torch.no_grad()
-    def restore(self, audio: torch.Tensor) -> torch.Tensor:
-        """Noisy float (n, T) waves at the config's sample rate, any T >= 1 -> enhanced (n, T)."""
+    def restore_input(self, audio: torch.Tensor) -> torch.Tensor:
+        """Noisy float (n, T) waves at the config's sample rate, any T >= 1: enhanced to (n, T)."""
         if audio.dim() != 2 or audio.shape[-1] < 1:
             raise GenforgeError(f"denoiser restores float waves (n, T), got {tuple(audio.shape)}")
-        device = next(self.parameters()).device
-        return self.net(audio.to(device).float()).clamp(-1.0, 1.0)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        **options: Any,
-    ) -> torch.Tensor:
-        """Training progress view: n clips alternating noisy / restored (see the module doc)."""
-        if self._preview is None:
-            raise GenforgeError(
-                "denoiser is a restoration model: it does not generate new audio; "
-                "use `genforge restore RUN_DIR noisy.wav --out clean.wav` (or model.restore(waves))"
-            )
-        pairs = (n + 1) // 2
-        clean = self._preview[torch.arange(pairs) % len(self._preview)]
-        noisy = self.corrupt(clean, generator).clamp(-1, 1)  # as a WAV of it would hold
-        return torch.stack([noisy, self.restore(noisy)], 1).flatten(0, 1)[:n]
+        return audio.float()

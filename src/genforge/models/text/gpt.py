@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -105,21 +105,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) 
 
 
 @contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the block on one intra-op thread. A decode step is ~100 operations on (S, n_embd)
-    activations whose cost is fixed overhead; an OpenMP team only adds synchronisation, and waits
-    for a descheduled member when another process holds a core: sampling 300 tokens of one stream
-    ran at 862 tokens/s on one thread against 70 on two with the second core busy (16 streams
-    4,490 against 4,217; nanoGPT's shakespeare_char size 129 against 103)."""
-    threads = torch.get_num_threads()
-    if threads == 1:
+def small_ops() -> Iterator[None]:
+    """Run the block on one intra-op thread, with oneDNN off. A decode step is ~50 operations on
+    (S, n_embd) activations whose cost is fixed overhead: an OpenMP team only adds
+    synchronisation, and waits for a descheduled member when another process holds a core
+    (sampling 300 tokens of one stream ran at 862 tokens/s on one thread against 70 on two with
+    the second core busy; 16 streams 4,490 against 4,217), and oneDNN's GELU sets up a primitive
+    per call (5x torch's own kernel on (1, 512) values; they agree to 4e-7). The switch is
+    process-wide while the block runs: a decode loop owns its thread, as the pipeline and the
+    service's scheduler run it."""
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    if threads == 1 and not onednn:
         yield
         return
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
 
 
 # --- positions ---------------------------------------------------------------------------------
@@ -134,24 +139,40 @@ class RotaryPositions(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.head_dim, self.base = cfg.n_embd // cfg.n_head, cfg.rope_base
-        # cos and sin per position, (N, D) fp32, grown on demand: a lookup per forward instead of
-        # recomputing them (a plain attribute, not a buffer: not state, never saved or averaged)
-        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
+        # cos, sin and the decode step's signed sin per position, (N, D) fp32, grown on demand,
+        # and the identity and half-swap matrices (D, D): a lookup per forward instead of
+        # recomputing them (plain attributes, not buffers: not state, never saved or averaged)
+        self._table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._eye_swap: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return x
 
-    def cos_sin(self, positions: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin (*positions.shape, D) of `positions`, all below `longest`."""
+    def embed_rows(self, x: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        return x
+
+    def _tables(self, longest: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         table = self._table
-        if table is None or len(table[0]) < longest or table[0].device != positions.device:
+        if table is None or len(table[0]) < longest or table[0].device != device:
             size = max(longest, 2 * len(table[0]) if table is not None else 1024)
             half = self.head_dim // 2
-            inv_freq = self.base ** (-torch.arange(half, device=positions.device, dtype=torch.float64) / half)
-            angles = torch.arange(size, device=positions.device, dtype=torch.float64)[:, None] * inv_freq
+            inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float64) / half)
+            angles = torch.arange(size, device=device, dtype=torch.float64)[:, None] * inv_freq
             angles = torch.cat((angles, angles), -1)  # fp64: exact angles for positions in the millions
-            table = self._table = (angles.cos().float(), angles.sin().float())
-        return table[0][positions], table[1][positions]
+            cos, sin = angles.cos().float(), angles.sin().float()
+            # rotate_half(x) * sin == x @ swap * signed, swap the matrix exchanging the halves:
+            # the sign moves into the table (the decode step's rotation, row_rotation)
+            signed = torch.cat((-sin[:, :half], sin[:, half:]), -1)
+            table = self._table = (cos, sin, signed)
+            eye = torch.eye(2 * half, device=device)
+            swap = torch.cat((torch.arange(half, 2 * half), torch.arange(half))).to(device)
+            self._eye_swap = (eye, eye[swap])
+        return table
+
+    def cos_sin(self, positions: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (*positions.shape, D) of `positions`, all below `longest`."""
+        cos, sin, _ = self._tables(longest, positions.device)
+        return cos[positions], sin[positions]
 
     def rotation(self, positions: torch.Tensor, longest: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """positions (B|1, T), all below `longest` -> a function rotating (B, T, heads, D) queries
@@ -159,6 +180,23 @@ class RotaryPositions(nn.Module):
         cos, sin = self.cos_sin(positions, longest)
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B|1, T, 1, D)
         return lambda x: rotate_half(x, cos, sin)
+
+    def row_rotation(
+        self, positions: list[int], device: torch.device
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function rotating the queries and keys of a decode step: (heads, D) at one position,
+        or (S, heads, D) with row s at positions[s]. Each position's rotation is a (D, D) matrix,
+        cos on the diagonal and the signed sin where the half swap sends a channel, built once
+        per step: every layer then rotates with one matrix product instead of six elementwise
+        operations (the same numbers to a rounding: a product sums two non-zero terms)."""
+        cos, _, signed = self._tables(max(positions) + 1, device)
+        eye, swap = self._eye_swap
+        if len(positions) == 1:  # views of one table row: no lookup kernel
+            r = torch.addcmul(eye * cos[positions[0]], swap, signed[positions[0]])
+            return lambda x: torch.mm(x, r.to(x.dtype))
+        at = torch.tensor(positions, device=device)
+        r = torch.addcmul(eye * cos[at][:, None], swap, signed[at][:, None])  # (S, D, D)
+        return lambda x: torch.bmm(x, r.to(x.dtype))
 
 
 def rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -180,10 +218,15 @@ class LearnedPositions(nn.Module):
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return x + self.wpe(positions)
 
+    def embed_rows(self, x: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """x (S, C) + the embedding of positions[s] on row s (a decode step)."""
+        w = self.wpe.weight
+        return x + (w[positions[0]] if len(positions) == 1 else w[torch.tensor(positions, device=x.device)])
+
     def rotation(self, positions: torch.Tensor, longest: int) -> None:
         return None
 
-    def cos_sin(self, positions: torch.Tensor, longest: int) -> None:
+    def row_rotation(self, positions: list[int], device: torch.device) -> None:
         return None
 
 
@@ -195,12 +238,25 @@ POSITIONS.register("learned", LearnedPositions)
 # --- blocks ------------------------------------------------------------------------------------
 
 
-def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    return F.linear(x, layer.weight, layer.bias)
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias) for rows (S, in) or one vector (in,): a vector takes a matrix-vector
+    product, which at decode sizes costs ~60% of the (1, in) matrix product's time."""
+    if x.dim() == 1:
+        return torch.mv(weight, x) if bias is None else torch.addmv(bias, weight, x)
+    return F.linear(x, weight, bias)
 
 
 def _norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def _add_linear(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """x + y @ weight.T (+ bias), the residual add folded into the product (one operation); rows
+    or vectors as `_linear`."""
+    out = torch.addmv(x, weight, y) if y.dim() == 1 else torch.addmm(x, y, weight.t())
+    return out if bias is None else out + bias
 
 
 class SelfAttention(nn.Module):
@@ -214,13 +270,13 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rotate: Callable | None, attend: Attend) -> torch.Tensor:
         b, t, c = x.shape
         h = self.n_head
-        qkv = _linear(x, self.qkv).view(b, t, 3 * h, c // h)
+        qkv = self.qkv(x).view(b, t, 3 * h, c // h)
         qk = qkv[:, :, : 2 * h]  # queries and keys: rotated together
         if rotate is not None:
             qk = rotate(qk)
         q, k, v = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), qkv[:, :, 2 * h :].transpose(1, 2)
         y = attend(self.index, q, k, v)
-        return self.drop(_linear(y.transpose(1, 2).reshape(b, t, c), self.proj))
+        return self.drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
 
 
 class Block(nn.Module):
@@ -234,11 +290,14 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, rotate: Callable | None, attend: Attend) -> torch.Tensor:
-        x = x + self.attn(_norm(x, self.ln_1), rotate, attend)
+        x = x + self.attn(self.ln_1(x), rotate, attend)
         return x + self.drop(self.mlp(x))
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(F.gelu(_linear(_norm(x, self.ln_2), self.fc)), self.proj)
+        # the layers' own forwards (not F.linear on their weights), here and in the training
+        # path: differentially private training computes per-example gradients from hooks on
+        # them (train/privacy.py); the numbers are the same
+        return self.proj(F.gelu(self.fc(self.ln_2(x))))
 
 
 # --- the KV cache ------------------------------------------------------------------------------
@@ -286,6 +345,9 @@ class GPT(GenerativeModel):
     modality = "text"
     config_class = GPTConfig
     ema_modules = ("transformer",)
+    # DP-SGD (train/privacy.py) trains the whole network, with the two changes Opacus' per-example
+    # gradients need (see private_training_problems): an untied head and LayerNorm biases
+    private_defaults = {"tie_weights": False, "bias": True}
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
@@ -304,6 +366,7 @@ class GPT(GenerativeModel):
         # safetensors would refuse to save)
         self.transformer = nn.ModuleDict(layers)
         self.head_dim = cfg.n_embd // cfg.n_head
+        self._weights: _DecodeWeights | None = None  # the decode step's tensors (_decode_weights)
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) so the residual stream's
         # variance does not grow with depth
@@ -331,6 +394,25 @@ class GPT(GenerativeModel):
         schedule = LRSchedule(cfg.lr_decay, cfg.warmup_steps, cfg.min_lr_ratio)
         return [Phase("main", ["transformer"], spec, schedule=schedule, clip_grad_norm=cfg.grad_clip)]
 
+    def private_training_problems(self) -> list[str]:
+        problems = []
+        if self.config.tie_weights:
+            # the embedding's hook would see only the lookup's part of the tied weight's gradient,
+            # so the clipping would miss the head's; a head layer sharing the Parameter would fix
+            # that but give one tensor two state-dict names, which safetensors refuses to save
+            problems.append("model.tie_weights: the tied output layer uses the embedding matrix outside the "
+                            "embedding's forward, which Opacus cannot give per-example gradients; use false")  # fmt: skip
+        if not self.config.bias:
+            # opacus 1.6's LayerNorm per-example gradient reads layer.bias.requires_grad, which
+            # fails on a LayerNorm without a bias
+            problems.append(
+                "model.bias: Opacus' per-example gradient of a LayerNorm needs its bias; use true"
+            )
+        if self.config.positions == "learned":
+            problems.append("model.positions: learned positions are looked up once for the whole batch, so "
+                            "Opacus cannot split their gradient per example; use rope")  # fmt: skip
+        return problems
+
     # --- forward -----------------------------------------------------------------------------
 
     def _hidden(self, idx: torch.Tensor, attend: Attend) -> torch.Tensor:
@@ -341,11 +423,12 @@ class GPT(GenerativeModel):
         rotate = tr.pos.rotation(positions, idx.shape[1])
         for block in tr.h:
             x = block(x, rotate, attend)
-        return _norm(x, tr.ln_f)
+        return tr.ln_f(x)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        head = self.transformer.wte if self.config.tie_weights else self.transformer.lm_head
-        return F.linear(hidden, head.weight)
+        if self.config.tie_weights:
+            return F.linear(hidden, self.transformer.wte.weight)
+        return self.transformer.lm_head(hidden)
 
     def _causal(self, t: int) -> Attend:
         """Attention over the sequence itself: causal, and for t > block_size (RoPE) banded to
@@ -389,6 +472,7 @@ class GPT(GenerativeModel):
     def new_cache(self, slots: int, dtype: torch.dtype | None = None) -> KVCache:
         w = self.transformer.wte.weight
         cfg = self.config
+        self._decode_weights()
         return KVCache(cfg.n_layer, slots, cfg.n_head, cfg.block_size, self.head_dim, dtype or w.dtype, w.device)
 
     @torch.inference_mode()
@@ -416,86 +500,161 @@ class GPT(GenerativeModel):
         return self._logits(hidden[0, -1]).float()
 
     @torch.inference_mode()  # no autograd bookkeeping: a decode step is mostly per-operation cost
-    def decode(self, cache: KVCache, slots: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """One new token for each of S slots (lengths may differ): logits (S, vocab)."""
-        slots = torch.as_tensor(slots, dtype=torch.long).view(-1)
-        ids = torch.as_tensor(ids, dtype=torch.long, device=cache.k.device).view(-1)
-        if len(slots) != len(ids):
-            raise GenforgeError(f"decode: {len(slots)} slots but {len(ids)} token ids")
-        slot_list = slots.tolist()
+    def decode(
+        self, cache: KVCache, slots: torch.Tensor | Sequence[int], ids: torch.Tensor | Sequence[int]
+    ) -> torch.Tensor:
+        """One new token for each of S slots (lengths may differ): logits (S, vocab). Slots and ids
+        may be tensors or lists of ints (a list skips a tensor round trip)."""
+        slot_list, id_list = _ints(slots), _ints(ids)
+        if len(slot_list) != len(id_list):
+            raise GenforgeError(f"decode: {len(slot_list)} slots but {len(id_list)} token ids")
         lengths = [cache.lengths[s] for s in slot_list]
-        if any(n == 0 for n in lengths):
+        if 0 in lengths:
             raise GenforgeError("decode: every slot must be prefilled first")
-        for s, tok in zip(slot_list, ids.tolist(), strict=True):
+        if id_list and not 0 <= min(id_list) <= max(id_list) < self.config.vocab_size:
+            raise GenforgeError(f"decode: token ids must be in [0, {self.config.vocab_size}), got {id_list}")
+        for s, tok in zip(slot_list, id_list, strict=True):
             cache.tokens[s].append(tok)
-        with one_thread():
-            out = self._decode(cache, slots, ids, slot_list, lengths)
+        with small_ops():
+            out = self._decode(cache, slot_list, id_list, lengths)
         for s in slot_list:
             cache.lengths[s] += 1
         return out
 
-    def _decode(self, cache: KVCache, slots: torch.Tensor, ids: torch.Tensor, slot_list: list[int],
-                lengths: list[int]) -> torch.Tensor:  # fmt: skip
+    def _decode(self, cache: KVCache, slots: list[int], ids: list[int], lengths: list[int]) -> torch.Tensor:
         window = cache.window
         # learned positions past the context: recompute the last block_size tokens (no cache)
-        overflow = [j for j, n in enumerate(lengths) if n >= window and not self.transformer.pos.sliding_window]
+        overflow = [] if self.transformer.pos.sliding_window else [j for j, n in enumerate(lengths) if n >= window]
         if not overflow:
-            out = self._decode_cached(cache, slots, ids, lengths)
-        else:
-            out = torch.empty(len(slot_list), self.config.vocab_size, dtype=torch.float32, device=ids.device)
-            windows = torch.tensor([cache.tokens[slot_list[j]][-window:] for j in overflow], device=ids.device)
-            out[overflow] = self(windows)[:, -1].float()
-            cached = [j for j in range(len(slot_list)) if j not in set(overflow)]
-            if cached:
-                out[cached] = self._decode_cached(cache, slots[cached], ids[cached], [lengths[j] for j in cached])
+            return self._decode_cached(cache, slots, ids, lengths)
+        device = cache.k.device
+        out = torch.empty(len(slots), self.config.vocab_size, dtype=torch.float32, device=device)
+        windows = torch.tensor([cache.tokens[slots[j]][-window:] for j in overflow], device=device)
+        out[overflow] = self(windows)[:, -1].float()
+        cached = [j for j in range(len(slots)) if j not in set(overflow)]
+        if cached:
+            out[cached] = self._decode_cached(
+                cache, [slots[j] for j in cached], [ids[j] for j in cached], [lengths[j] for j in cached]
+            )
         return out
 
-    def _decode_cached(self, cache: KVCache, rows: torch.Tensor, ids: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """One token per row through the cache, as few tensor operations as the maths allows: a
-        decode step moves (S, n_embd) activations, so each operation's fixed cost, not its
-        arithmetic, is what a step costs (the blocks' forward, written for one query each)."""
+    def _decode_cached(
+        self, cache: KVCache, slots: list[int], ids: list[int], lengths: list[int]
+    ) -> torch.Tensor:
+        """One token per slot through the cache, as few tensor operations as the maths allows: a
+        decode step moves (S, n_embd) activations, so each operation's fixed cost (and each
+        Python-side lookup or index), not its arithmetic, is what a step costs. The blocks'
+        forward written for one query each: 11 operations per layer for one slot."""
         tr, cfg = self.transformer, self.config
-        n, c, h = len(lengths), cfg.n_embd, cfg.n_head
-        d, window, device = c // h, cache.window, ids.device
-        row_list = rows.tolist()
-        first = row_list[0]
-        contiguous = row_list == list(range(first, first + n))
-        pos = torch.tensor(lengths, device=device)
-        ring = [length % window for length in lengths]
-        ring_t = torch.tensor(ring, device=device) if n > 1 else None
-        same_dtype = cache.k.dtype == tr.wte.weight.dtype
-        span = min(max(lengths) + 1, window)  # read no more of the ring than the longest slot fills
+        h, d = cfg.n_head, self.head_dim
+        span = min(max(lengths) + 1, cache.window)  # read no more of the ring than the longest slot fills
+        if len(slots) == 1:
+            x, store, attend = self._one_slot(cache, slots[0], ids[0], lengths[0], span)
+        else:
+            x, store, attend = self._many_slots(cache, slots, ids, lengths, span)
+        rows = x.shape[:-1]  # () for one slot: its activations are vectors
+        x = tr.pos.embed_rows(x, lengths)
+        rotate = tr.pos.row_rotation(lengths, x.device)
+        weights = self._weights if self._weights is not None else self._decode_weights()
+        for i, w in enumerate(weights.blocks):
+            qkv = _linear(torch.layer_norm(x, x.shape[-1:], *w.ln_1), *w.qkv).view(*rows, 3 * h, d)
+            q, k, v = qkv.view(*rows, 3, h, d).unbind(-3)
+            if rotate is not None:  # one product rotates all heads of q and k (and v, left unused)
+                q, k, _ = rotate(qkv).view(*rows, 3, h, d).unbind(-3)
+            store(i, k, v)
+            x = _add_linear(x, attend(i, q), *w.proj)
+            x = _add_linear(x, F.gelu(_linear(torch.layer_norm(x, x.shape[-1:], *w.ln_2), *w.fc)), *w.out)
+        logits = _linear(torch.layer_norm(x, x.shape[-1:], *weights.ln_f), weights.head)
+        return logits.view(len(slots), -1).float()
+
+    def _one_slot(self, cache: KVCache, slot: int, token: int, length: int, span: int) -> tuple:
+        """The first activations (C,) and the cache writes and reads of one slot: per-layer views
+        made with one call per step (unbind), plain products for the attention of one query."""
+        x = self.transformer.wte.weight[token]  # a view
+        ring = length % cache.window
+        write_k = cache.k.select(1, slot).select(2, ring).unbind(0)  # per layer (H, D)
+        write_v = cache.v.select(1, slot).select(2, ring).unbind(0)
+        keys = cache.k.select(1, slot).narrow(2, 0, span).unbind(0)  # per layer (H, span, D)
+        values = cache.v.select(1, slot).narrow(2, 0, span).unbind(0)
+        convert = cache.k.dtype != x.dtype  # a cache in another dtype than the model's
+        scale, zero = self.head_dim**-0.5, x.new_zeros(())
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+            write_k[i].copy_(k)  # converts to the cache's dtype
+            write_v[i].copy_(v)
+
+        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
+            k, v = (keys[i].to(q.dtype), values[i].to(q.dtype)) if convert else (keys[i], values[i])
+            # (H, 1, D) @ (H, D, span), scaled: the scores of one query
+            scores = torch.baddbmm(zero, q.unsqueeze(1), k.transpose(1, 2), beta=0, alpha=scale)
+            return torch.bmm(torch.softmax(scores, -1), v).view(-1)
+
+        return x, store, attend
+
+    def _many_slots(
+        self, cache: KVCache, slots: list[int], ids: list[int], lengths: list[int], span: int
+    ) -> tuple:
+        """The first activations (S, C) and the cache writes and reads of S slots (index tensors;
+        a mask where a slot fills less of the ring than the span read)."""
+        n, window, device = len(slots), cache.window, cache.k.device
+        x = F.embedding(torch.tensor(ids, device=device), self.transformer.wte.weight)
+        first = slots[0]
+        index = torch.tensor(slots, device=device)
+        at = (index, slice(None), torch.tensor([p % window for p in lengths], device=device))
+        # a contiguous run of slots is read as a view of the ring, no copy
+        read = slice(first, first + n) if slots == list(range(first, first + n)) else index
         mask = None
-        if min(lengths) + 1 < span:  # some slot fills less of the ring than the span read
-            valid = torch.arange(span, device=device)[None, :] < (pos + 1).clamp(max=window)[:, None]
-            mask = valid[:, None, None, :]  # (S, 1, 1, span)
-        x = tr.pos.embed(F.embedding(ids, tr.wte.weight), pos)  # (S, C)
-        rope = tr.pos.cos_sin(pos, max(lengths) + 1)
-        if rope is not None:
-            cos, sin = rope[0][:, None], rope[1][:, None]  # (S, 1, D)
-        for i, block in enumerate(tr.h):
-            qkv = _linear(_norm(x, block.ln_1), block.attn.qkv)
-            qk = qkv[:, : 2 * c].view(n, 2 * h, d)  # queries and keys rotate together
-            if rope is not None:
-                qk = rotate_half(qk, cos, sin)
-            q, k, v = qk[:, :h, None], qk[:, h:], qkv[:, 2 * c :].view(n, h, d)
-            layer_k, layer_v = cache.k[i], cache.v[i]
-            if n == 1:
-                layer_k[first, :, ring[0]] = k[0]
-                layer_v[first, :, ring[0]] = v[0]
-            else:  # index_put needs the cache's dtype (a no-op when it is the model's)
-                layer_k[rows, :, ring_t] = k.to(layer_k.dtype)
-                layer_v[rows, :, ring_t] = v.to(layer_v.dtype)
-            if contiguous:  # a view of the ring, no copy
-                keys, values = layer_k[first : first + n, :, :span], layer_v[first : first + n, :, :span]
-            else:
-                keys, values = layer_k[rows, :, :span], layer_v[rows, :, :span]
-            if not same_dtype:
-                keys, values = keys.to(q.dtype), values.to(q.dtype)
-            y = attention(q, keys, values, attn_mask=mask)  # (S, H, 1, D)
-            x = x + _linear(y.view(n, c), block.attn.proj)
-            x = x + block.mlp(x)
-        return self._logits(_norm(x, tr.ln_f)).float()
+        if min(lengths) + 1 < span:
+            filled = torch.tensor([min(p + 1, window) for p in lengths], device=device)
+            mask = (torch.arange(span, device=device) < filled[:, None])[:, None, None, :]  # (S, 1, 1, span)
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+            layer_k, layer_v = cache.k[i], cache.v[i]  # index_put needs the cache's dtype
+            layer_k[at], layer_v[at] = k.to(layer_k.dtype), v.to(layer_v.dtype)
+
+        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
+            keys, values = (c[i][read, :, :span].to(q.dtype) for c in (cache.k, cache.v))
+            return attention(q.unsqueeze(2), keys, values, attn_mask=mask).view(n, -1)  # (S, C)
+
+        return x, store, attend
+
+    def _decode_weights(self) -> _DecodeWeights:
+        """The tensors a decode step reads, looked up once (`new_cache` refreshes them): a
+        module attribute lookup costs ~1 us and a step would make ~100."""
+        tr = self.transformer
+
+        def tensors(layer: nn.Module) -> tuple:  # (weight, bias, eps) of a norm, (weight, bias) of a linear
+            eps = (layer.eps,) if isinstance(layer, nn.LayerNorm) else ()
+            return (layer.weight, layer.bias, *eps)
+
+        blocks = [
+            _BlockWeights(*map(tensors, (b.ln_1, b.attn.qkv, b.attn.proj, b.ln_2, b.fc, b.proj)))
+            for b in tr.h
+        ]
+        head = tr.wte.weight if self.config.tie_weights else tr.lm_head.weight
+        self._weights = _DecodeWeights(blocks, tensors(tr.ln_f), head)
+        return self._weights
+
+
+class _BlockWeights(NamedTuple):
+    ln_1: tuple  # (weight, bias, eps)
+    qkv: tuple  # (weight, bias)
+    proj: tuple
+    ln_2: tuple
+    fc: tuple
+    out: tuple  # the MLP's output projection
+
+
+class _DecodeWeights(NamedTuple):
+    blocks: list[_BlockWeights]
+    ln_f: tuple
+    head: torch.Tensor
+
+
+def _ints(values: torch.Tensor | Sequence[int]) -> list[int]:
+    if isinstance(values, torch.Tensor):
+        return values.reshape(-1).tolist()
+    return [int(v) for v in values]
 
 
 MODELS.register("gpt", GPT)

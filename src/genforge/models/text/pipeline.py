@@ -15,7 +15,7 @@ import torch
 
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.pipeline import PIPELINES, RunPipeline
-from genforge.models.text.gpt import one_thread
+from genforge.models.text.gpt import small_ops
 from genforge.models.text.sampling import SamplingParams, TextStream, next_tokens, sequence_generator
 
 # an empty prompt starts the model after a line break, as nanoGPT's sample.py does: the corpus'
@@ -120,7 +120,7 @@ class TextPipeline(RunPipeline):
         generators = [sequence_generator(seed, index) for _prompt, index in jobs]
         active = list(range(len(jobs)))
         rows = torch.stack(logits)
-        with one_thread():  # the decode loop's operations are small: see models.text.gpt.one_thread
+        with small_ops():  # the decode loop's operations are small: see models.text.gpt.small_ops
             for step in range(max_tokens):
                 tokens = next_tokens(rows, [params] * len(active), [generators[j] for j in active]).tolist()
                 for j, tok in zip(active, tokens, strict=True):
@@ -129,7 +129,7 @@ class TextPipeline(RunPipeline):
                 if not active_tokens or step == max_tokens - 1:
                     break
                 active = [j for j, _t in active_tokens]
-                rows = model.decode(cache, torch.tensor(active), torch.tensor([t for _j, t in active_tokens]))
+                rows = model.decode(cache, active, [t for _j, t in active_tokens])
         completions = []
         for (prompt, index), stream in zip(jobs, streams, strict=True):
             reason = "stop" if stream.stopped else "length"
