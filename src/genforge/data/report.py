@@ -38,14 +38,21 @@ def ordered_splits(dataset: CanonicalDataset) -> list[str]:
     return in_order(dataset.split_names)
 
 
-def _process_log(path: Path) -> dict[str, list]:
+def read_process_log(path: Path) -> dict[str, Any]:
+    """The dataset's process log (quarantine, dropped duplicates, notes; each modality's ingest
+    writes its own keys) as a dict; {} when absent or not a mapping."""
     log_path = path / PROCESS_LOG
     if not log_path.is_file():  # a dataset written by other means: nothing was quarantined by us
-        return {"quarantine": [], "dropped": [], "notes": []}
+        return {}
     try:
         log = json.loads(log_path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{log_path}: not valid JSON ({exc})") from None
+    return log if isinstance(log, dict) else {}
+
+
+def _process_log(path: Path) -> dict[str, list]:
+    log = read_process_log(path)
     return {k: list(log.get(k, [])) for k in ("quarantine", "dropped", "notes")}
 
 

@@ -69,19 +69,19 @@ class _Images:
         return _img(_png_uri(self.get(m)), size, m["origin"])
 
 
-def _e(text: Any) -> str:
+def escape(text: Any) -> str:
     return html.escape(str(text))
 
 
-def _origin(origin: str) -> str:
+def origin(origin: str) -> str:
     """The tail that tells images apart (archive member, last folders); the full origin on hover."""
     tail = origin.rsplit("::", 1)[-1]
     tail = "/".join(tail.replace("\\", "/").split("/")[-3:])
-    return f'<span class="origin" title="{_e(origin)}">{_e(tail)}</span>'
+    return f'<span class="origin" title="{escape(origin)}">{escape(tail)}</span>'
 
 
-def _split_tag(split: str) -> str:
-    return f'<span class="tag" style="background:{SPLIT_COLOURS.get(split, "#888")}">{_e(split)}</span>'
+def split_tag(split: str) -> str:
+    return f'<span class="tag" style="background:{SPLIT_COLOURS.get(split, "#888")}">{escape(split)}</span>'
 
 
 def _more(total: int) -> str:
@@ -107,14 +107,14 @@ def cards_html(items: list[tuple[str, Any, bool]]) -> str:
     return (
         '<div class="cards">'
         + "".join(
-            f'<div class="card{" warn" if warn else ""}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
+            f'<div class="card{" warn" if warn else ""}"><b>{escape(v)}</b><span>{escape(k)}</span></div>'
             for k, v, warn in items
         )
         + "</div>"
     )
 
 
-def _class_chart(report: dict[str, Any]) -> str:
+def class_chart(report: dict[str, Any]) -> str:
     """Horizontal stacked bars: images per class, coloured by split (inline SVG)."""
     names = report["dataset"]["class_names"] or []
     splits = report["counts"]["splits"]
@@ -126,12 +126,12 @@ def _class_chart(report: dict[str, Any]) -> str:
     out = [f'<svg width="{label_w + bar_w + 80}" height="{row_h * len(rows) + 30}" role="img">']
     for r, (name, parts) in enumerate(rows):
         y, x = r * row_h, label_w
-        out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="12">{_e(name)}</text>')
+        out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="12">{escape(name)}</text>')
         for split, count in parts:
             w = bar_w * count / biggest
             out.append(
                 f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
-                f'fill="{SPLIT_COLOURS.get(split, "#888")}"><title>{_e(split)}: {count}</title></rect>'
+                f'fill="{SPLIT_COLOURS.get(split, "#888")}"><title>{escape(split)}: {count}</title></rect>'
             )
             x += w
         out.append(
@@ -142,7 +142,7 @@ def _class_chart(report: dict[str, Any]) -> str:
         lx = label_w + k * 90
         out.append(
             f'<rect x="{lx}" y="{legend_y - 10}" width="12" height="12" fill="{SPLIT_COLOURS.get(split, "#888")}"/>'
-            f'<text x="{lx + 16}" y="{legend_y}" font-size="12">{_e(split)}</text>'
+            f'<text x="{lx + 16}" y="{legend_y}" font-size="12">{escape(split)}</text>'
         )
     out.append("</svg>")
     return "".join(out)
@@ -168,8 +168,8 @@ def _sample_grid(dataset: CanonicalDataset) -> str:
             imgs = "".join(
                 _img(_png_uri(np.asarray(split.images[i])), 56, f"{split_name}[{i}]") for i in pick
             )
-            rows.append(f'<div class="grid-row"><div class="name">{_e(name)}</div>{imgs}</div>')
-        return f"<h3>{_e(split_name)} split</h3>" + "".join(rows)  # one split shows every class
+            rows.append(f'<div class="grid-row"><div class="name">{escape(name)}</div>{imgs}</div>')
+        return f"<h3>{escape(split_name)} split</h3>" + "".join(rows)  # one split shows every class
     return '<p class="muted">No images.</p>'
 
 
@@ -178,9 +178,9 @@ def _pairs(pairs: list[tuple[dict, dict, str]], images: _Images) -> str:
     for a, b, caption in pairs[:SHOWN]:
         cells.append(
             f'<div class="pair"><div class="imgs">{images.tag(a, 96)}{images.tag(b, 96)}</div>'
-            f"<div>{_split_tag(a['split'])} {_origin(a['origin'])}</div>"
-            f"<div>{_split_tag(b['split'])} {_origin(b['origin'])}</div>"
-            f'<div class="muted">{_e(caption)}</div></div>'
+            f"<div>{split_tag(a['split'])} {origin(a['origin'])}</div>"
+            f"<div>{split_tag(b['split'])} {origin(b['origin'])}</div>"
+            f'<div class="muted">{escape(caption)}</div></div>'
         )
     return (
         ('<div class="pairs">' + "".join(cells) + "</div>" + _more(len(pairs)))
@@ -189,7 +189,7 @@ def _pairs(pairs: list[tuple[dict, dict, str]], images: _Images) -> str:
     )
 
 
-def _table(headers: list[str], rows: list[list[str]], total: int | None = None) -> str:
+def table(headers: list[str], rows: list[list[str]], total: int | None = None) -> str:
     if not rows:
         return '<p class="muted">None.</p>'
     head = "".join(f"<th>{h}</th>" for h in headers)
@@ -201,8 +201,8 @@ def _thumbs(entries: list[dict[str, Any]], images: _Images, caption) -> str:
     if not entries:
         return '<p class="muted">None.</p>'
     cells = "".join(
-        f'<div class="thumb">{images.tag(m, 80)}<div>{_origin(m["origin"])}</div>'
-        f'<div class="muted">{_e(caption(m))}</div></div>'
+        f'<div class="thumb">{images.tag(m, 80)}<div>{origin(m["origin"])}</div>'
+        f'<div class="muted">{escape(caption(m))}</div></div>'
         for m in entries[:SHOWN]
     )
     return f'<div class="thumbs">{cells}</div>' + _more(len(entries))
@@ -244,7 +244,7 @@ def render(report: dict[str, Any], dataset: CanonicalDataset) -> str:
         (p["a"], p["b"], f"{p['kind']} duplicate, distance {p['distance']}") for p in report["leakage"]
     ]
     q_rows = [
-        [f'<span class="origin">{_e(q["origin"])}</span>', _e(q["kind"]), _e(q["reason"])]
+        [f'<span class="origin">{escape(q["origin"])}</span>', escape(q["kind"]), escape(q["reason"])]
         for q in report["quarantine"]
     ]
     by_kind = ", ".join(f"{k}: {v}" for k, v in report["quarantine_by_kind"].items())
@@ -256,26 +256,26 @@ def render(report: dict[str, Any], dataset: CanonicalDataset) -> str:
     ]
     dropped_rows = [
         [
-            f'<span class="origin">{_e(d["origin"])}</span>',
-            _split_tag(d["split"]),
-            _e(d["kind"]),
-            f'<span class="origin">{_e(d["duplicate_of"])}</span>',
+            f'<span class="origin">{escape(d["origin"])}</span>',
+            split_tag(d["split"]),
+            escape(d["kind"]),
+            f'<span class="origin">{escape(d["duplicate_of"])}</span>',
         ]
         for d in dup["dropped"]
     ]
-    note_rows = [[f'<span class="origin">{_e(n["origin"])}</span>', _e(n["note"])] for n in report["notes"]]
+    note_rows = [[f'<span class="origin">{escape(n["origin"])}</span>', escape(n["note"])] for n in report["notes"]]
     config_rows = [
-        [_e(k), f"<code>{_e(json.dumps(v))}</code>"]
+        [escape(k), f"<code>{escape(json.dumps(v))}</code>"]
         for k, v in sorted(report["processing"]["config"].items())
     ]
     shape = "x".join(str(s) for s in report["dataset"]["image_shape"])
     body = f"""
 <header><h1>Data quality report</h1>
-<div class="sub">fingerprint <code>{_e(report["dataset"]["fingerprint"])}</code> · images {shape} ·
-source <code>{_e(json.dumps(report["dataset"]["source"], sort_keys=True)[:300])}</code></div></header>
+<div class="sub">fingerprint <code>{escape(report["dataset"]["fingerprint"])}</code> · images {shape} ·
+source <code>{escape(json.dumps(report["dataset"]["source"], sort_keys=True)[:300])}</code></div></header>
 <main>
 {_cards(report["summary"])}
-<section><h2>Class balance</h2>{_class_chart(report)}</section>
+<section><h2>Class balance</h2>{class_chart(report)}</section>
 <section><h2>Samples per class</h2>{_sample_grid(dataset)}</section>
 <section><h2>Leakage across splits ({len(leak_pairs)})</h2>
 <p class="muted">Exact or near duplicates whose copies sit in different splits: evaluation on them measures memory, not generalisation.</p>
@@ -284,19 +284,19 @@ source <code>{_e(json.dumps(report["dataset"]["source"], sort_keys=True)[:300])}
 <section><h2>Near duplicates ({len(dup["near"])} groups, {len(near_pairs)} pairs within distance {dup["near_dup_distance"]})</h2>
 {_pairs(near_pairs, images)}</section>
 <section><h2>Dropped duplicates ({len(dropped_rows)})</h2>
-{_table(["origin", "split", "kind", "copy of (kept)"], dropped_rows)}</section>
-<section><h2>Quarantined files ({len(q_rows)})</h2><p class="muted">{_e(by_kind)}</p>
-{_table(["origin", "kind", "reason"], q_rows)}</section>
+{table(["origin", "split", "kind", "copy of (kept)"], dropped_rows)}</section>
+<section><h2>Quarantined files ({len(q_rows)})</h2><p class="muted">{escape(by_kind)}</p>
+{table(["origin", "kind", "reason"], q_rows)}</section>
 <section><h2>Outliers (reported, not removed)</h2>
 <h3>Blank or near-constant ({len(out["blank"])})</h3>{_thumbs(out["blank"], images, lambda m: f"std {m['std']}")}
 <h3>Saturated ({len(out["saturated"])})</h3>{_thumbs(out["saturated"], images, lambda m: f"{m['clipped']:.0%} clipped")}
 <h3>Far from their class mean, z &gt; {out["z_threshold"]} ({len(out["far_from_class"])})</h3>
 {_thumbs(out["far_from_class"], images, lambda m: f"{names[m['label']] if 0 <= m['label'] < len(names) else 'unlabelled'}, z {m['z']}")}
 </section>
-<section><h2>Pixel statistics</h2>{_table(["channel", "mean", "std"], stat_rows)}
+<section><h2>Pixel statistics</h2>{table(["channel", "mean", "std"], stat_rows)}
 {_histogram_chart(report["pixel_stats"]["histogram"])}</section>
-<section><h2>Notes ({len(note_rows)})</h2>{_table(["origin", "note"], note_rows)}</section>
-<section><h2>Processing</h2>{_table(["option", "value"], config_rows)}</section>
+<section><h2>Notes ({len(note_rows)})</h2>{table(["origin", "note"], note_rows)}</section>
+<section><h2>Processing</h2>{table(["option", "value"], config_rows)}</section>
 </main>"""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>genforge data report</title>'

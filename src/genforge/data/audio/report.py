@@ -26,8 +26,7 @@ from genforge.data.audio.canonical import AudioDataset
 from genforge.data.canonical import open_dataset
 from genforge.data.process.quality import class_balance
 from genforge.data.process.split import in_order
-from genforge.data.report import REPORT_HTML, REPORT_JSON
-from genforge.data.text.report import _log  # the process log as a dict (text's reader: any keys)
+from genforge.data.report import REPORT_HTML, REPORT_JSON, read_process_log
 
 STATS_FILE = "clip_stats.npz"  # written by ingest beside the splits
 MAX_SAMPLES = 40  # clips with a player and a spectrogram in the Samples section
@@ -153,7 +152,7 @@ def _by_origin(dataset: AudioDataset, names: list[str], origins: list[str]) -> d
 
 def build_audio_report(dataset: AudioDataset, facts: ReportFacts | None = None) -> dict[str, Any]:
     manifest = dataset.manifest
-    log = _log(dataset.path)
+    log = read_process_log(dataset.path)
     config = dict(manifest.get("config") or {})
     names = in_order(dataset.split_names)
     stats = {s: _stats(dataset, s) for s in names}
@@ -293,20 +292,20 @@ class _Clips:
 
     def cell(self, m: dict[str, Any], caption: str) -> str:
         from genforge.audio.wav import encode_wav
-        from genforge.data.report_html import _e, _origin
+        from genforge.data.report_html import escape, origin
 
         key = (m["split"], m["index"])
         wav = _uri("audio/wav", encode_wav(self.audio[key], self.rate))
         return (
             f'<div class="clip"><img src="{_uri("image/png", self.png[key])}" width="160" height="64" '
             f'alt="log-mel spectrogram"><audio controls preload="none" src="{wav}"></audio>'
-            f'<div>{_origin(m["origin"])}</div><div class="muted">{_e(caption)}</div></div>'
+            f'<div>{origin(m["origin"])}</div><div class="muted">{escape(caption)}</div></div>'
         )
 
 
 def _histogram_svg(hist: dict[str, Any], unit: str, what: str) -> str:
     """Bars per bin stacked by split (inline SVG)."""
-    from genforge.data.report_html import SPLIT_COLOURS, _e
+    from genforge.data.report_html import SPLIT_COLOURS, escape
 
     edges, counts = hist["edges"], hist["counts"]
     bins = len(edges) - 1
@@ -327,31 +326,31 @@ def _histogram_svg(hist: dict[str, Any], unit: str, what: str) -> str:
             y = ht - (ht - 10) * base[k] / top - h
             out.append(
                 f'<rect x="{40 + k * bar_w}" y="{y:.1f}" width="{bar_w - 2}" height="{h:.1f}" fill="{colour}">'
-                f"<title>{_e(split)}: {n:,} clips, {edges[k]:g}–{edges[k + 1]:g} {_e(unit)}</title></rect>"
+                f"<title>{escape(split)}: {n:,} clips, {edges[k]:g}–{edges[k + 1]:g} {escape(unit)}</title></rect>"
             )
         base += np.asarray(c)
     for k in range(0, bins + 1, -(-44 // bar_w)):  # a label every 44 px or more
         out.append(f'<text x="{40 + k * bar_w}" y="{ht + 14}" font-size="10" fill="#667">{edges[k]:g}</text>')
-    out.append(f'<text x="40" y="{ht + 30}" font-size="11">{_e(unit)}</text></svg>')
-    return "".join(out) + f'<p class="muted">{_e(what)} (stacked by split; hover a bar for its count).</p>'
+    out.append(f'<text x="40" y="{ht + 30}" font-size="11">{escape(unit)}</text></svg>')
+    return "".join(out) + f'<p class="muted">{escape(what)} (stacked by split; hover a bar for its count).</p>'
 
 
 def _counts_chart(names: list[str], per_split: dict[str, dict[str, int]]) -> str:
-    from genforge.data.report_html import _class_chart
+    from genforge.data.report_html import class_chart
 
     # the image report's chart reads class names and per-split counts from a report-shaped dict
     shaped = {
         "dataset": {"class_names": names},
         "counts": {"splits": {s: {"per_class": c} for s, c in per_split.items()}},
     }
-    return _class_chart(shaped)
+    return class_chart(shaped)
 
 
 AUDIO_CSS = ".clips{display:flex;flex-wrap:wrap;gap:10px}.clip{width:200px;font-size:11px}.clip audio{width:196px;height:32px}"
 
 
 def render_audio(report: dict[str, Any], dataset: AudioDataset) -> str:
-    from genforge.data.report_html import CSS, _e, _origin, _split_tag, _table, cards_html
+    from genforge.data.report_html import CSS, cards_html, escape, origin, split_tag, table
 
     d, s = report["dataset"], report["summary"]
     cards = cards_html(
@@ -371,11 +370,11 @@ def render_audio(report: dict[str, Any], dataset: AudioDataset) -> str:
         ]
     )
     split_rows = [
-        [_split_tag(n), f"{v['total']:,}", f"{v['seconds']:,.1f}", f"{v['unlabelled']:,}"]
+        [split_tag(n), f"{v['total']:,}", f"{v['seconds']:,.1f}", f"{v['unlabelled']:,}"]
         for n, v in report["counts"]["splits"].items()
     ]
     field_charts = "".join(
-        f"<h3>Per {_e(field)}</h3>"
+        f"<h3>Per {escape(field)}</h3>"
         + (
             _counts_chart(d["item_fields"][field], per)
             if len(d["item_fields"][field]) <= MAX_CHART_VALUES
@@ -384,7 +383,7 @@ def render_audio(report: dict[str, Any], dataset: AudioDataset) -> str:
         for field, per in report["counts"]["fields"].items()
     )
     groups = report["split"].get("groups") or {}
-    group_rows = [[_split_tag(k), _e(", ".join(v))] for k, v in groups.items()]
+    group_rows = [[split_tag(k), escape(", ".join(v))] for k, v in groups.items()]
     shown_flagged = [f for f in report["flagged"][:40] if "split" in f]
     shown_leaks = report["leakage"][:20]
     clips = _Clips(
@@ -397,22 +396,22 @@ def render_audio(report: dict[str, Any], dataset: AudioDataset) -> str:
         if q.get("preview") and (dataset.path / q["preview"]).is_file():
             data = (dataset.path / q["preview"]).read_bytes()
             player = f'<audio controls preload="none" src="{_uri("audio/wav", data)}"></audio>'
-        q_rows.append([_origin(q["origin"]), _e(q["kind"]), _e(q["reason"]), player])
+        q_rows.append([origin(q["origin"]), escape(q["kind"]), escape(q["reason"]), player])
     by_kind = ", ".join(f"{k}: {v}" for k, v in report["quarantine_by_kind"].items())
     flagged = "".join(clips.cell(f, f["reason"]) for f in shown_flagged)
     dup = report["duplicates"]
     dropped_rows = [
         [
-            _origin(x["origin"]),
-            _split_tag(x["split"]),
-            _e(x["kind"]),
-            _origin(x["duplicate_of"]),
-            _e(x.get("cosine", "") or ""),
+            origin(x["origin"]),
+            split_tag(x["split"]),
+            escape(x["kind"]),
+            origin(x["duplicate_of"]),
+            escape(x.get("cosine", "") or ""),
         ]
         for x in dup.get("dropped", [])
     ]
     near_rows = [
-        [_origin(p["a"]["origin"]), _origin(p["b"]["origin"]), _e(p["cosine"])]
+        [origin(p["a"]["origin"]), origin(p["b"]["origin"]), escape(p["cosine"])]
         for p in dup.get("near_pairs", [])
     ]
     leak = "".join(
@@ -422,30 +421,30 @@ def render_audio(report: dict[str, Any], dataset: AudioDataset) -> str:
     )
     steps = (report.get("process") or {}).get("steps", [])
     step_rows = [
-        [_e(st["step"]), f"<code>{_e(json.dumps({k: v for k, v in st.items() if k != 'step'}))}</code>"]
+        [escape(st["step"]), f"<code>{escape(json.dumps({k: v for k, v in st.items() if k != 'step'}))}</code>"]
         for st in steps
     ]
     loud = report["loudness"]
     config_rows = [
-        [_e(k), f"<code>{_e(json.dumps(v))}</code>"]
+        [escape(k), f"<code>{escape(json.dumps(v))}</code>"]
         for k, v in sorted(report["processing"]["config"].items())
     ]
-    note_rows = [[_e(n.get("note", ""))] for n in report["notes"]]
+    note_rows = [[escape(n.get("note", ""))] for n in report["notes"]]
     process = report.get("process") or {}
     body = f"""
 <header><h1>Audio data report</h1>
-<div class="sub">fingerprint <code>{_e(d["fingerprint"])}</code> · {d["sample_rate"]:,} Hz, {
+<div class="sub">fingerprint <code>{escape(d["fingerprint"])}</code> · {d["sample_rate"]:,} Hz, {
         d["clip_seconds"]:g} s clips
-({d["clip_length"]:,} samples) · decoder {_e(process.get("decoder", "?"))} ·
-source <code>{_e(json.dumps(d["source"], sort_keys=True)[:300])}</code></div></header>
+({d["clip_length"]:,} samples) · decoder {escape(process.get("decoder", "?"))} ·
+source <code>{escape(json.dumps(d["source"], sort_keys=True)[:300])}</code></div></header>
 <main>
 {cards}
-<section><h2>Splits</h2><p class="muted">{_e(report["split"].get("method", ""))} split{
-        f", grouped by {_e(report['split'].get('group_by'))}" if report["split"].get("group_by") else ""
+<section><h2>Splits</h2><p class="muted">{escape(report["split"].get("method", ""))} split{
+        f", grouped by {escape(report['split'].get('group_by'))}" if report["split"].get("group_by") else ""
     }</p>
-{_table(["split", "clips", "seconds of audio", "unlabelled"], split_rows)}
+{table(["split", "clips", "seconds of audio", "unlabelled"], split_rows)}
 {
-        f"<h3>{_e(report['split'].get('group_by'))} per split</h3>" + _table(["split", "values"], group_rows)
+        f"<h3>{escape(report['split'].get('group_by'))} per split</h3>" + table(["split", "values"], group_rows)
         if group_rows
         else ""
     }</section>
@@ -464,36 +463,36 @@ source <code>{_e(json.dumps(d["source"], sort_keys=True)[:300])}</code></div></h
             "Durations after trimming (before padding or cropping)",
         )
     }</section>
-<section><h2>Loudness ({_e(loud["method"])}, target {_e(loud["target"])} {_e(loud["unit"])})</h2>
+<section><h2>Loudness ({escape(loud["method"])}, target {escape(loud["target"])} {escape(loud["unit"])})</h2>
 {_histogram_svg(loud["input"], loud["unit"], "Loudness of the trimmed clips before normalisation")}
 {
         _histogram_svg(
             loud["output"], loud["unit"], "Loudness after normalisation (peak-limited clips fall short)"
         )
     }</section>
-<section><h2>Quarantined files ({len(q_rows)})</h2><p class="muted">{_e(by_kind)}</p>
-{_table(["origin", "kind", "reason", "listen"], q_rows)}</section>
+<section><h2>Quarantined files ({len(q_rows)})</h2><p class="muted">{escape(by_kind)}</p>
+{table(["origin", "kind", "reason", "listen"], q_rows)}</section>
 <section><h2>Flagged: clipping ({len(report["flagged"])}, kept)</h2><div class="clips">{
         flagged or '<p class="muted">None.</p>'
     }</div></section>
 <section><h2>Train/val leakage ({len(report["leakage"])})</h2>
 <p class="muted">Exact or near copies (cosine ≥ {
-        _e(dup.get("near_dup_threshold"))
+        escape(dup.get("near_dup_threshold"))
     }) in different splits, as written.</p>
 <div class="clips">{leak or '<p class="muted">None.</p>'}</div></section>
-<section><h2>Duplicates</h2><p>{_e(dup.get("exact_groups", 0))} exact groups, {
-        _e(dup.get("near_groups", 0))
+<section><h2>Duplicates</h2><p>{escape(dup.get("exact_groups", 0))} exact groups, {
+        escape(dup.get("near_groups", 0))
     } near groups
-({_e(dup.get("near_pair_count", 0))} pairs, {_e(dup.get("fingerprint", ""))} ≥ {
-        _e(dup.get("near_dup_threshold"))
-    }); policy {_e(dup.get("policy"))}.</p>
+({escape(dup.get("near_pair_count", 0))} pairs, {escape(dup.get("fingerprint", ""))} ≥ {
+        escape(dup.get("near_dup_threshold"))
+    }); policy {escape(dup.get("policy"))}.</p>
 <h3>Dropped ({len(dropped_rows)})</h3>{
-        _table(["clip", "split", "kind", "copy of (kept)", "cosine"], dropped_rows)
+        table(["clip", "split", "kind", "copy of (kept)", "cosine"], dropped_rows)
     }
-<h3>Near pairs ({len(near_rows)} listed)</h3>{_table(["a", "b", "cosine"], near_rows)}</section>
-<section><h2>Processing steps</h2>{_table(["step", "parameters"], step_rows)}</section>
-<section><h2>Notes ({len(note_rows)})</h2>{_table(["note"], note_rows)}</section>
-<section><h2>Options</h2>{_table(["option", "value"], config_rows)}</section>
+<h3>Near pairs ({len(near_rows)} listed)</h3>{table(["a", "b", "cosine"], near_rows)}</section>
+<section><h2>Processing steps</h2>{table(["step", "parameters"], step_rows)}</section>
+<section><h2>Notes ({len(note_rows)})</h2>{table(["note"], note_rows)}</section>
+<section><h2>Options</h2>{table(["option", "value"], config_rows)}</section>
 </main>"""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>genforge audio data report</title>'

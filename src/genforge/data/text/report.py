@@ -19,10 +19,9 @@ import numpy as np
 from genforge.core.atomic import write_json, write_text
 from genforge.core.errors import DataError
 from genforge.data.canonical import open_dataset
-from genforge.data.process.config import PROCESS_LOG
 from genforge.data.process.split import in_order
-from genforge.data.report import REPORT_HTML, REPORT_JSON
-from genforge.data.report_html import CSS, SPLIT_COLOURS, _e, _table, cards_html
+from genforge.data.report import REPORT_HTML, REPORT_JSON, read_process_log
+from genforge.data.report_html import CSS, SPLIT_COLOURS, cards_html, escape, table
 from genforge.data.text.canonical import TextDataset
 from genforge.data.text.config import TextIngestConfig
 from genforge.data.text.overlap import leakage
@@ -31,17 +30,6 @@ from genforge.data.text.process import paragraph_spans
 TOP_TOKENS = 40
 SAMPLES_PER_SPLIT = 4
 SAMPLE_CHARS = 400
-
-
-def _log(path: Path) -> dict[str, Any]:
-    log_path = path / PROCESS_LOG
-    if not log_path.is_file():  # written by other means: nothing was quarantined by us
-        return {}
-    try:
-        log = json.loads(log_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{log_path}: not valid JSON ({exc})") from None
-    return log if isinstance(log, dict) else {}
 
 
 def length_histogram(lengths: list[int]) -> dict[str, list[int]]:
@@ -99,7 +87,7 @@ def _vocabulary(dataset: TextDataset) -> dict[str, Any]:
 
 def build_text_report(dataset: TextDataset) -> dict[str, Any]:
     manifest = dataset.manifest
-    log = _log(dataset.path)
+    log = read_process_log(dataset.path)
     process = dict(manifest.get("process") or {})
     defaults = TextIngestConfig()
     names = in_order(dataset.split_names)
@@ -209,7 +197,7 @@ def _length_chart(lengths: dict[str, Any], key: str, what: str) -> str:
         top = max(h["counts"]) or 1
         y0 = r * (ht + gap)
         colour = SPLIT_COLOURS.get(name, "#888")
-        out.append(f'<text x="0" y="{y0 + 12}" font-size="12">{_e(name)}</text>')
+        out.append(f'<text x="0" y="{y0 + 12}" font-size="12">{escape(name)}</text>')
         for k, c in enumerate(h["counts"]):
             bh = (ht - 20) * np.sqrt(c / top)  # square root: one huge bin must not hide the rest
             x = 60 + k * bar_w
@@ -220,12 +208,12 @@ def _length_chart(lengths: dict[str, Any], key: str, what: str) -> str:
             )
             if k % 2 == 0:
                 out.append(
-                    f'<text x="{x}" y="{y0 + ht + 12}" font-size="9" fill="#667">{_e(_short(lo))}</text>'
+                    f'<text x="{x}" y="{y0 + ht + 12}" font-size="9" fill="#667">{escape(_short(lo))}</text>'
                 )
     out.append("</svg>")
     return (
         "".join(out)
-        + f'<p class="muted">{_e(what.capitalize())} per length in characters (bins double; square-root scale).</p>'
+        + f'<p class="muted">{escape(what.capitalize())} per length in characters (bins double; square-root scale).</p>'
     )
 
 
@@ -234,28 +222,28 @@ def _short(n: int) -> str:
 
 
 def _pre(text: str) -> str:
-    return f'<pre style="white-space:pre-wrap;background:#fafbfc;padding:8px;border-radius:6px;font-size:12px">{_e(text)}</pre>'
+    return f'<pre style="white-space:pre-wrap;background:#fafbfc;padding:8px;border-radius:6px;font-size:12px">{escape(text)}</pre>'
 
 
 def render_text(report: dict[str, Any]) -> str:
     d = report["dataset"]
     s = report["summary"]
     split_rows = [
-        [_e(n), f"{v['documents']:,}", f"{v['chars']:,}", f"{v['tokens']:,}", _e(v["tokens_per_char"])]
+        [escape(n), f"{v['documents']:,}", f"{v['chars']:,}", f"{v['tokens']:,}", escape(v["tokens_per_char"])]
         for n, v in s["splits"].items()
     ]
     vocab = report["vocabulary"]
-    top_rows = [[_e(t["id"]), f"<code>{_e(t['token'])}</code>", f"{t['count']:,}"] for t in vocab["top"]]
+    top_rows = [[escape(t["id"]), f"<code>{escape(t['token'])}</code>", f"{t['count']:,}"] for t in vocab["top"]]
     unknown = vocab.get("unknown")
     unknown_line = (
         f'<p class="muted">Tokens that are &lt;unk&gt; (characters unseen in train): '
-        f"{_e(', '.join(f'{k}: {v:,}' for k, v in unknown.items()))}</p>"
+        f"{escape(', '.join(f'{k}: {v:,}' for k, v in unknown.items()))}</p>"
         if unknown
         else ""
     )
     pii = report["pii"]
     pii_rows = [
-        [_e(k), f"{v:,}", f"<code>{_e((pii.get('replacements') or {}).get(k, ''))}</code>"]
+        [escape(k), f"{v:,}", f"<code>{escape((pii.get('replacements') or {}).get(k, ''))}</code>"]
         for k, v in (pii.get("counts") or {}).items()
     ]
     dup = report["duplicates"]
@@ -263,26 +251,26 @@ def render_text(report: dict[str, Any]) -> str:
     par = dup.get("paragraphs") or {}
     dropped_rows = [
         [
-            f'<span class="origin">{_e(x["origin"])}</span>',
-            _e(x["kind"]),
-            f'<span class="origin">{_e(x["duplicate_of"])}</span>',
+            f'<span class="origin">{escape(x["origin"])}</span>',
+            escape(x["kind"]),
+            f'<span class="origin">{escape(x["duplicate_of"])}</span>',
         ]
         for x in dup["dropped"]
     ]
     near_rows = [
         [
-            f'<span class="origin">{_e(p["a"])}</span>',
-            f'<span class="origin">{_e(p["b"])}</span>',
-            _e(p["jaccard"]),
+            f'<span class="origin">{escape(p["a"])}</span>',
+            f'<span class="origin">{escape(p["b"])}</span>',
+            escape(p["jaccard"]),
         ]
         for p in dup["near_pairs"]
     ]
     par_rows = [
-        [_e(x["kind"]), _e(x["copies"]), _pre(x["text"]), _e(", ".join(x["origins"]))]
+        [escape(x["kind"]), escape(x["copies"]), _pre(x["text"]), escape(", ".join(x["origins"]))]
         for x in dup["paragraph_examples"]
     ]
     leak_rows = [
-        [_e(n), f"{v['window_share']:.3%} of {v['windows']:,}", f"{v['ngram_share']:.3%} of {v['ngrams']:,}"]
+        [escape(n), f"{v['window_share']:.3%} of {v['windows']:,}", f"{v['ngram_share']:.3%} of {v['ngrams']:,}"]
         for n, v in report["leakage"].items()
     ]
     leak_head = ["split", "windows found in train", "word n-grams found in train"]
@@ -291,56 +279,56 @@ def render_text(report: dict[str, Any]) -> str:
         leak_head[1] = f"{any_leak['window_chars']}-char windows found in train"
         leak_head[2] = f"{any_leak['ngram_words']}-word n-grams found in train"
     q_rows = [
-        [f'<span class="origin">{_e(q["origin"])}</span>', _e(q["kind"]), _e(q["reason"])]
+        [f'<span class="origin">{escape(q["origin"])}</span>', escape(q["kind"]), escape(q["reason"])]
         for q in report["quarantine"]
     ]
     by_kind = ", ".join(f"{k}: {v}" for k, v in report["quarantine_by_kind"].items())
-    clean_rows = [[_e(k), _e(v)] for k, v in (report["cleaning"] or {}).items()]
-    enc_rows = [[_e(k), f"{v:,}"] for k, v in (report["encodings"] or {}).items()]
+    clean_rows = [[escape(k), escape(v)] for k, v in (report["cleaning"] or {}).items()]
+    enc_rows = [[escape(k), f"{v:,}"] for k, v in (report["encodings"] or {}).items()]
     sample_html = "".join(
-        f"<h3>{_e(name)}</h3>"
+        f"<h3>{escape(name)}</h3>"
         + "".join(
-            f'<div class="muted">{_e(x["origin"])} @ {x["offset"]:,}</div>{_pre(x["text"])}' for x in items
+            f'<div class="muted">{escape(x["origin"])} @ {x["offset"]:,}</div>{_pre(x["text"])}' for x in items
         )
         for name, items in report["samples"].items()
     )
-    note_rows = [[_e(n.get("note", ""))] for n in report["notes"]]
+    note_rows = [[escape(n.get("note", ""))] for n in report["notes"]]
     config_rows = [
-        [_e(k), f"<code>{_e(json.dumps(v))}</code>"]
+        [escape(k), f"<code>{escape(json.dumps(v))}</code>"]
         for k, v in sorted(report["processing"]["config"].items())
     ]
     tok = d.get("tokenizer") or {}
     body = f"""
 <header><h1>Text data report</h1>
-<div class="sub">fingerprint <code>{_e(d["fingerprint"])}</code> · tokenizer {_e(tok.get("kind"))}, {_e(tok.get("vocab_size"))} tokens ({_e(d.get("token_dtype"))}) ·
-source <code>{_e(json.dumps(d["source"], sort_keys=True)[:300])}</code></div></header>
+<div class="sub">fingerprint <code>{escape(d["fingerprint"])}</code> · tokenizer {escape(tok.get("kind"))}, {escape(tok.get("vocab_size"))} tokens ({escape(d.get("token_dtype"))}) ·
+source <code>{escape(json.dumps(d["source"], sort_keys=True)[:300])}</code></div></header>
 <main>
 {_cards(report)}
-<section><h2>Splits</h2><p class="muted">{_e((report.get("split") or {}).get("method", ""))} split</p>
-{_table(["split", "documents", "characters", "tokens", "tokens per character"], split_rows)}</section>
+<section><h2>Splits</h2><p class="muted">{escape((report.get("split") or {}).get("method", ""))} split</p>
+{table(["split", "documents", "characters", "tokens", "tokens per character"], split_rows)}</section>
 <section><h2>Lengths</h2>{_length_chart(report["lengths"], "document_chars", "documents")}
 {_length_chart(report["lengths"], "paragraph_chars", "paragraphs")}</section>
-<section><h2>Vocabulary ({vocab["size"]:,} {_e(vocab["kind"])} tokens, {vocab["used_in_train"]:,} used in train)</h2>
-{unknown_line}{_table(["id", "token", "count in train"], top_rows)}</section>
+<section><h2>Vocabulary ({vocab["size"]:,} {escape(vocab["kind"])} tokens, {vocab["used_in_train"]:,} used in train)</h2>
+{unknown_line}{table(["id", "token", "count in train"], top_rows)}</section>
 <section><h2>PII scrubbed ({"on" if pii.get("enabled") else "off"}; {pii.get("documents", 0):,} documents touched)</h2>
-{_table(["kind", "replaced", "replacement"], pii_rows)}</section>
+{table(["kind", "replaced", "replacement"], pii_rows)}</section>
 <section><h2>Duplicates</h2>
-<p>Documents: {_e(doc_counts.get("exact_copies", 0))} exact copies, {_e(doc_counts.get("near_pairs", 0))} near pairs
-(MinHash Jaccard ≥ {_e(dup.get("near_dup_threshold"))}, {_e(dup.get("shingle"))} shingles), policy {_e(dup.get("policy"))}.
-Paragraphs (≥ {_e(par.get("min_paragraph_chars"))} characters, {_e(par.get("compared", 0))} of {_e(par.get("paragraphs", 0))} compared):
-{_e(par.get("exact_copies", 0))} exact copies, {_e(par.get("near_pairs", 0))} near pairs, {_e(par.get("groups", 0))} groups,
-policy {_e(par.get("policy"))}, {_e(par.get("dropped", 0))} dropped.</p>
-<h3>Dropped documents ({len(dropped_rows)})</h3>{_table(["document", "kind", "copy of (kept)"], dropped_rows)}
-<h3>Near-duplicate document pairs ({len(near_rows)})</h3>{_table(["a", "b", "Jaccard"], near_rows)}
-<h3>Repeated paragraphs ({len(par_rows)} shown)</h3>{_table(["kind", "copies", "paragraph", "documents"], par_rows)}</section>
+<p>Documents: {escape(doc_counts.get("exact_copies", 0))} exact copies, {escape(doc_counts.get("near_pairs", 0))} near pairs
+(MinHash Jaccard ≥ {escape(dup.get("near_dup_threshold"))}, {escape(dup.get("shingle"))} shingles), policy {escape(dup.get("policy"))}.
+Paragraphs (≥ {escape(par.get("min_paragraph_chars"))} characters, {escape(par.get("compared", 0))} of {escape(par.get("paragraphs", 0))} compared):
+{escape(par.get("exact_copies", 0))} exact copies, {escape(par.get("near_pairs", 0))} near pairs, {escape(par.get("groups", 0))} groups,
+policy {escape(par.get("policy"))}, {escape(par.get("dropped", 0))} dropped.</p>
+<h3>Dropped documents ({len(dropped_rows)})</h3>{table(["document", "kind", "copy of (kept)"], dropped_rows)}
+<h3>Near-duplicate document pairs ({len(near_rows)})</h3>{table(["a", "b", "Jaccard"], near_rows)}
+<h3>Repeated paragraphs ({len(par_rows)} shown)</h3>{table(["kind", "copies", "paragraph", "documents"], par_rows)}</section>
 <section><h2>Train/val leakage</h2><p class="muted">Verbatim overlap of each held-out split with train.</p>
-{_table(leak_head, leak_rows)}</section>
-<section><h2>Quarantined ({len(q_rows)})</h2><p class="muted">{_e(by_kind)}</p>
-{_table(["origin", "kind", "reason"], q_rows)}</section>
-<section><h2>Cleaning and encodings</h2>{_table(["step", "count"], clean_rows)}{_table(["encoding", "documents"], enc_rows)}</section>
+{table(leak_head, leak_rows)}</section>
+<section><h2>Quarantined ({len(q_rows)})</h2><p class="muted">{escape(by_kind)}</p>
+{table(["origin", "kind", "reason"], q_rows)}</section>
+<section><h2>Cleaning and encodings</h2>{table(["step", "count"], clean_rows)}{table(["encoding", "documents"], enc_rows)}</section>
 <section><h2>Sample passages</h2>{sample_html}</section>
-<section><h2>Notes ({len(note_rows)})</h2>{_table(["note"], note_rows)}</section>
-<section><h2>Processing</h2>{_table(["option", "value"], config_rows)}</section>
+<section><h2>Notes ({len(note_rows)})</h2>{table(["note"], note_rows)}</section>
+<section><h2>Processing</h2>{table(["option", "value"], config_rows)}</section>
 </main>"""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>genforge text data report</title>'

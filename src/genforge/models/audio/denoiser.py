@@ -296,6 +296,14 @@ class Denoiser(RestorationModel):
         loss = spectral - self.config.si_sdr_weight * sdr
         return ModelOutput(loss, {"stft": spectral.detach(), "si_sdr": sdr.detach()})
 
+    def private_training_problems(self) -> list[str]:
+        # DP-SGD bounds one clip's influence by clipping its own gradient, which needs a loss
+        # that is a mean of per-clip terms; this objective is not, whatever its settings
+        return ["the denoiser's objective couples the clips of a batch (the STFT loss's spectral convergence "
+                "divides by the whole batch's norm, babble noise mixes other clips into each input, SI-SDR "
+                "averages over the batch's voiced clips), so no clip's gradient is its own; train it without "
+                "--dp-epsilon"]  # fmt: skip
+
     def restore_input(self, audio: torch.Tensor) -> torch.Tensor:
         """Noisy float (n, T) waves at the config's sample rate, any T >= 1: enhanced to (n, T)."""
         if audio.dim() != 2 or audio.shape[-1] < 1:

@@ -83,6 +83,8 @@ class DiffWave(SpeakerAdaptation, GenerativeModel):
     modality: ClassVar[str] = "audio"
     config_class: ClassVar[type] = DiffWaveConfig
     ema_modules: ClassVar[tuple[str, ...]] = ("denoiser",)
+    # noise levels per clip per step (DPDM, set by train/privacy.py), as the image DDPM's
+    noise_multiplicity: int = 1
 
     def __init__(self, config: DiffWaveConfig):
         super().__init__(config)
@@ -136,6 +138,13 @@ class DiffWave(SpeakerAdaptation, GenerativeModel):
         return lab, spk
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
+        # one denoiser forward per noise level, so the per-sample gradient hooks sum a clip's K
+        # gradients before clipping (models/diffusion/model.py)
+        losses = [self._denoising_loss(batch) for _ in range(self.noise_multiplicity)]
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        return ModelOutput(loss=loss, terms={"mse": loss.detach()})
+
+    def _denoising_loss(self, batch: Batch) -> torch.Tensor:
         x0 = batch.data
         n = x0.shape[0]
         lab, spk = training_condition(
@@ -151,8 +160,7 @@ class DiffWave(SpeakerAdaptation, GenerativeModel):
         eps = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)
         ab = self.alpha_bar[t].view(n, 1)
         out = self.denoiser(q_sample(x0, eps, ab), t, lab, spk)
-        loss = F.mse_loss(out, self.prediction.target(x0, eps, ab))
-        return ModelOutput(loss=loss, terms={"mse": loss.detach()})
+        return F.mse_loss(out, self.prediction.target(x0, eps, ab))
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
                 speakers: torch.Tensor | None, guidance: float) -> torch.Tensor:  # fmt: skip

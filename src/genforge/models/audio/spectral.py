@@ -32,7 +32,12 @@ from genforge.audio.spectrogram import MelConfig, log_mel, log_mel_to_wave
 from genforge.core.config import from_dict, to_dict
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.audio.adapt import SpeakerAdaptation, check_speaker_names, grow_joint_tables
-from genforge.models.audio.conditioning import effective_speakers, sample_condition, training_condition
+from genforge.models.audio.conditioning import (
+    effective_speakers,
+    public_speaker_problems,
+    sample_condition,
+    training_condition,
+)
 from genforge.models.base import Batch, GenerativeModel, ModelOutput, Phase
 from genforge.models.registry import MODELS
 
@@ -239,10 +244,22 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
 
     def private_training_problems(self) -> list[str]:
         # the inner family's fields live under model.inner_config here
-        return [
+        return public_speaker_problems(self) + [
             p.replace("model.", "model.inner_config.", 1)
             for p in self.inner_model.private_training_problems()
         ]
+
+    @property
+    def noise_multiplicity(self) -> int:
+        # DPDM's K (train/privacy.py sets it) is the inner diffusion model's; an inner family
+        # without one raises AttributeError, so privacy.noise_multiplicity is refused for it
+        return self.inner_model.noise_multiplicity
+
+    @noise_multiplicity.setter
+    def noise_multiplicity(self, k: int) -> None:
+        if not hasattr(self.inner_model, "noise_multiplicity"):
+            raise AttributeError(f"{self.config.inner} draws one noise level per example")
+        self.inner_model.noise_multiplicity = k
 
     # --- module plumbing: the inner model's own tensors and flags follow this model's -----------
 
@@ -299,6 +316,7 @@ class MelVAE(SpectralModel):
     """cVAE (or a plain VAE when nothing conditions it) on log-mel images."""
 
     family = "spectral-vae"
+    private_defaults = {"inner_config": MODELS.get("vae").private_defaults}
 
     @classmethod
     def inner_choice(cls, joint: int) -> tuple[str, dict[str, Any]]:
@@ -310,6 +328,8 @@ class MelSNGAN(SpectralModel):
     """Spectrally normalised hinge GAN (projection discriminator when conditional) on log-mel images."""
 
     family = "spectral-gan"
+    # its generator phase is public (no speakers in its batch, conditioning.public_speaker_problems)
+    private_defaults = {"speaker_conditional": False, "inner_config": MODELS.get("sngan").private_defaults}
 
     @classmethod
     def inner_choice(cls, joint: int) -> tuple[str, dict[str, Any]]:

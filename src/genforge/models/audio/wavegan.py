@@ -19,7 +19,12 @@ import torch
 from genforge.core.config import from_dict
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.audio.adapt import SpeakerAdaptation, check_speaker_names
-from genforge.models.audio.conditioning import effective_speakers, sample_condition, training_condition
+from genforge.models.audio.conditioning import (
+    effective_speakers,
+    public_speaker_problems,
+    sample_condition,
+    training_condition,
+)
 from genforge.models.audio.nets import ConditionEmbedding, WaveDiscriminator, WaveGenerator
 from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
 from genforge.models.gan import GAN_LOSSES, frozen, gradient_penalty
@@ -89,7 +94,10 @@ class WaveGAN(SpeakerAdaptation, GenerativeModel):
     modality = "audio"
     config_class = WaveGANConfig
     ema_modules = ("generator",)
+    # only the discriminator sees real clips (DP-GAN, as the image GANs); the generator's phase
+    # gets the trainer's public batch, which has no speakers (conditioning.public_speaker_problems)
     private_modules = ("discriminator",)
+    private_defaults = {"spectral_norm": False, "speaker_conditional": False}
 
     def __init__(self, config: WaveGANConfig):
         super().__init__(config)
@@ -135,6 +143,16 @@ class WaveGAN(SpeakerAdaptation, GenerativeModel):
             # the condition embedding feeds the generator only: it learns with it
             Phase("generator", ["generator", "condition"], OptimizerSpec("adam", c.g_lr, c.betas)),
         ]
+
+    def private_training_problems(self) -> list[str]:
+        c, problems = self.config, public_speaker_problems(self)
+        if c.gp_weight > 0:
+            problems.append("model.gp_weight: the gradient penalty differentiates the discriminator twice, "
+                            "which Opacus' per-sample gradients cannot follow; use 0 (loss hinge)")
+        if c.spectral_norm:
+            problems.append("model.spectral_norm: spectral norm reparametrises the weights, and Opacus computes "
+                            "per-sample gradients of a layer's own parameters only; use false")
+        return problems
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
         if phase not in self._steps:

@@ -97,8 +97,9 @@ class GPTConfig:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """`F.scaled_dot_product_attention` in fp32 on CPU even under bf16 autocast: there its bf16
     flash kernel ran forward + backward of a (32, 4, 64, 32) causal attention in 36 ms against
-    5.8 ms in fp32 (torch 2.13, Xeon with AMX); the matmuls around it keep bf16's speed."""
-    if q.device.type == "cpu" and q.dtype != torch.float32:
+    5.8 ms in fp32 (torch 2.13, Xeon with AMX); the matmuls around it keep bf16's speed. fp32
+    inputs too leave autocast, which would cast them to bf16."""
+    if q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
@@ -177,9 +178,12 @@ class RotaryPositions(nn.Module):
     def rotation(self, positions: torch.Tensor, longest: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """positions (B|1, T), all below `longest` -> a function rotating (B, T, heads, D) queries
         and keys (all heads of both at once: one set of operations per layer)."""
-        cos, sin = self.cos_sin(positions, longest)
-        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B|1, T, 1, D)
-        return lambda x: rotate_half(x, cos, sin)
+        cos, _, signed = self._tables(longest, positions.device)
+        cos, signed = cos[positions].unsqueeze(2), signed[positions].unsqueeze(2)  # (B|1, T, 1, D)
+        half = self.head_dim // 2
+        # rotate_half's numbers in 3 operations instead of 7 (and no zero-filled gradients of
+        # slices in the backward): the half swap is a roll, its sign is in the `signed` table
+        return lambda x: torch.addcmul(x * cos.to(x.dtype), x.roll(half, -1), signed.to(x.dtype))
 
     def row_rotation(
         self, positions: list[int], device: torch.device
@@ -270,12 +274,17 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rotate: Callable | None, attend: Attend) -> torch.Tensor:
         b, t, c = x.shape
         h = self.n_head
-        qkv = self.qkv(x).view(b, t, 3 * h, c // h)
-        qk = qkv[:, :, : 2 * h]  # queries and keys: rotated together
+        qkv = self.qkv(x)
+        if qkv.device.type == "cpu":
+            # attention runs in fp32 on CPU (`attention`): one cast of q, k and v together, before
+            # RoPE, instead of three after it (and the rotation's tables need no cast)
+            qkv = qkv.float()
+        # split and chunk, not slices: their backward is one cat, a slice's a zero fill and a copy
+        qk, v = qkv.view(b, t, 3 * h, c // h).split((2 * h, h), dim=2)  # q and k: rotated together
         if rotate is not None:
             qk = rotate(qk)
-        q, k, v = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), qkv[:, :, 2 * h :].transpose(1, 2)
-        y = attend(self.index, q, k, v)
+        q, k = qk.transpose(1, 2).chunk(2, dim=1)
+        y = attend(self.index, q, k, v.transpose(1, 2))
         return self.drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
 
 
