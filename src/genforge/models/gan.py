@@ -281,12 +281,7 @@ class GAN(GenerativeModel):
         if c.reuse_fakes and c.n_critic == 1 and self.conditional:
             problems.append("model.reuse_fakes: the generator step would reuse fakes drawn for the private "
                             "batch's labels; set it to false")
-        if c.gp_weight > 0:
-            problems.append("model.gp_weight: the gradient penalty differentiates the discriminator twice, "
-                            "which Opacus' per-sample gradients cannot follow; use 0 (loss bce or hinge)")
-        if c.spectral_norm:
-            problems.append("model.spectral_norm: spectral norm reparametrises the weights, and Opacus computes "
-                            "per-sample gradients of a layer's own parameters only; use false")
+        problems += discriminator_problems(c.gp_weight, c.spectral_norm, "bce or hinge")
         if c.d_norm == "batch":
             problems.append("model.d_norm: batch norm mixes the examples of a batch, so no example's gradient "
                             "is its own; use layer or none")
@@ -426,6 +421,19 @@ class SNGANConfig(GANConfig):
     d_lr: float = 2e-4
     betas: tuple[float, float] = (0.0, 0.9)
 
+
+
+def discriminator_problems(gp_weight: float, spectral_norm: bool, losses: str) -> list[str]:
+    """A GAN discriminator's settings that DP-SGD through Opacus cannot honour (`losses`: the
+    family's losses that need no penalty), as private_training_problems lists them."""
+    problems = []
+    if gp_weight > 0:
+        problems.append("model.gp_weight: the gradient penalty differentiates the discriminator twice, "
+                        f"which Opacus' per-sample gradients cannot follow; use 0 (loss {losses})")
+    if spectral_norm:
+        problems.append("model.spectral_norm: spectral norm reparametrises the weights, and Opacus computes "
+                        "per-sample gradients of a layer's own parameters only; use false")
+    return problems
 
 @MODELS.register("dcgan")
 class DCGAN(GAN):

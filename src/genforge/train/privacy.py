@@ -317,6 +317,10 @@ class PrivateTraining:
             ph.optimizer.attach_step_hook(hook)
             ph.clip_grad_norm = 0.0  # per-example clipping replaces the phase's global clip
         self._public_classes = trainer._conditional_classes()
+        # a speaker-conditioned family's public phases (an audio GAN's generator) get speakers the same way
+        model = trainer.model
+        speakers = int(getattr(model.config, "num_speakers", 0) or 0)
+        self._public_speakers = speakers if getattr(model, "speaker_conditional", False) else 0
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -464,17 +468,17 @@ class PrivateTraining:
 
     def public_batch(self, batch: Batch, step: int, repeat: int) -> Batch:
         """What a phase outside the private set sees: zeros of the expected batch size and, for
-        a conditional model, labels drawn uniformly (not the private class mix)."""
+        a conditional model, labels (and speakers, for a speaker-conditioned one) drawn uniformly
+        (not the private class or speaker mix)."""
         data = batch.data
         zeros = data.new_zeros((self.expected_batch, *data.shape[1:]))
-        labels = None
-        if self._public_classes:
-            seed = np.random.SeedSequence([self.trainer.config.seed, step, repeat, PUBLIC_STREAM])
-            gen = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
-            labels = torch.randint(0, self._public_classes, (self.expected_batch,), generator=gen).to(
-                data.device
-            )
-        return Batch(zeros, labels)
+        seed = np.random.SeedSequence([self.trainer.config.seed, step, repeat, PUBLIC_STREAM])
+        gen = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+        labels, speakers = (
+            torch.randint(0, n, (self.expected_batch,), generator=gen).to(data.device) if n else None
+            for n in (self._public_classes, self._public_speakers)
+        )
+        return Batch(zeros, labels, speakers=speakers)
 
     def _noise_only_step(self, ph: Any) -> None:
         """The step of an empty Poisson batch: no example, so zero clipped gradients plus noise."""

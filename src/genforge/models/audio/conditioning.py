@@ -72,12 +72,3 @@ def sample_condition(
     spk = resolve(speakers, num_speakers, "speaker", (index // max(num_classes, 1)) % max(num_speakers, 1))
     return lab, spk
 
-
-def public_speaker_problems(model) -> list[str]:
-    """A private run's refusal of speaker conditioning in a family with public phases (a GAN's
-    generator): those phases train on the trainer's public batch (train/privacy.py), which draws
-    digit labels uniformly but carries no speakers, so the generator would have no condition."""
-    if model.private_modules is None or not getattr(model, "speaker_conditional", False):
-        return []
-    return ["model.speaker_conditional: the generator phase trains on a public batch, which carries digit "
-            "labels but no speakers; set it to false"]  # fmt: skip

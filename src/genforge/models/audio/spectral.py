@@ -34,7 +34,6 @@ from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.audio.adapt import SpeakerAdaptation, check_speaker_names, grow_joint_tables
 from genforge.models.audio.conditioning import (
     effective_speakers,
-    public_speaker_problems,
     sample_condition,
     training_condition,
 )
@@ -244,7 +243,7 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
 
     def private_training_problems(self) -> list[str]:
         # the inner family's fields live under model.inner_config here
-        return public_speaker_problems(self) + [
+        return [
             p.replace("model.", "model.inner_config.", 1)
             for p in self.inner_model.private_training_problems()
         ]
@@ -328,8 +327,7 @@ class MelSNGAN(SpectralModel):
     """Spectrally normalised hinge GAN (projection discriminator when conditional) on log-mel images."""
 
     family = "spectral-gan"
-    # its generator phase is public (no speakers in its batch, conditioning.public_speaker_problems)
-    private_defaults = {"speaker_conditional": False, "inner_config": MODELS.get("sngan").private_defaults}
+    private_defaults = {"inner_config": MODELS.get("sngan").private_defaults}
 
     @classmethod
     def inner_choice(cls, joint: int) -> tuple[str, dict[str, Any]]:

@@ -21,13 +21,12 @@ from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.audio.adapt import SpeakerAdaptation, check_speaker_names
 from genforge.models.audio.conditioning import (
     effective_speakers,
-    public_speaker_problems,
     sample_condition,
     training_condition,
 )
 from genforge.models.audio.nets import ConditionEmbedding, WaveDiscriminator, WaveGenerator
 from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
-from genforge.models.gan import GAN_LOSSES, frozen, gradient_penalty
+from genforge.models.gan import GAN_LOSSES, discriminator_problems, frozen, gradient_penalty
 from genforge.models.registry import MODELS
 
 
@@ -95,9 +94,9 @@ class WaveGAN(SpeakerAdaptation, GenerativeModel):
     config_class = WaveGANConfig
     ema_modules = ("generator",)
     # only the discriminator sees real clips (DP-GAN, as the image GANs); the generator's phase
-    # gets the trainer's public batch, which has no speakers (conditioning.public_speaker_problems)
+    # gets the trainer's public batch: zeros, with digits and speakers drawn uniformly
     private_modules = ("discriminator",)
-    private_defaults = {"spectral_norm": False, "speaker_conditional": False}
+    private_defaults = {"spectral_norm": False}
 
     def __init__(self, config: WaveGANConfig):
         super().__init__(config)
@@ -145,14 +144,8 @@ class WaveGAN(SpeakerAdaptation, GenerativeModel):
         ]
 
     def private_training_problems(self) -> list[str]:
-        c, problems = self.config, public_speaker_problems(self)
-        if c.gp_weight > 0:
-            problems.append("model.gp_weight: the gradient penalty differentiates the discriminator twice, "
-                            "which Opacus' per-sample gradients cannot follow; use 0 (loss hinge)")
-        if c.spectral_norm:
-            problems.append("model.spectral_norm: spectral norm reparametrises the weights, and Opacus computes "
-                            "per-sample gradients of a layer's own parameters only; use false")
-        return problems
+        c = self.config
+        return discriminator_problems(c.gp_weight, c.spectral_norm, "hinge")
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
         if phase not in self._steps:
