@@ -279,13 +279,13 @@ def test_dcgan_batched_serving_equals_pipeline(tmp_path, name, classes):
 
 
 def test_npy_bytes_equal_np_save_and_threads_leave_a_core():
-    from genforge.deploy.service import _npy, torch_threads
+    from genforge.deploy.service import encode_npy, torch_threads
 
     arrays = [np.zeros((1, 32, 32, 3), np.uint8), np.arange(48, dtype=np.uint8).reshape(2, 2, 4, 3)[:, ::-1]]
     for arr in arrays:
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
-        assert _npy(arr) == buf.getvalue()
+        assert encode_npy(arr) == buf.getvalue()
     cores = len(os.sched_getaffinity(0))
     assert torch_threads(3, 8) == 3  # configured wins
     assert torch_threads(0, 64) == max(1, cores - 1)

@@ -203,7 +203,7 @@ def test_fast_reader_falls_back_to_tarfile(tmp_path: Path):
     path = feature_archive(tmp_path / "a.tar", tarfile.PAX_FORMAT, pax_headers={"hdrcharset": "BINARY"})
     with open_stream(path) as stream, pytest.raises(Unsupported):
         list(TarStream(stream).members(tar_module._wanted))
-    assert list(tar_module._entries(str(path))) == list(tar_module._tarfile_entries(str(path)))
+    assert list(tar_module.entries(str(path))) == list(tar_module._tarfile_entries(str(path)))
 
 
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
@@ -214,7 +214,7 @@ def test_fast_reader_cut_anywhere_matches_tarfile(tmp_path: Path, fmt: int):
     for at in list(range(0, len(whole), 97)) + [len(whole) - 1024, len(whole) - 512, len(whole)]:
         cut.write_bytes(whole[:at])
         slow = walk(tar_module._tarfile_entries(str(cut)))
-        assert walk(tar_module._entries(str(cut))) == slow, at
+        assert walk(tar_module.entries(str(cut))) == slow, at
         ended.add(slow[1])
     assert ended == {True, False}  # both cut archives and whole ones were compared
 
@@ -227,7 +227,7 @@ def test_fast_reader_bad_checksum(tmp_path: Path):
     items = list(resolve_source(str(cut)))
     assert [i.error is None for i in items] == [True, False]
     assert "bad checksum" in items[-1].error
-    assert walk(tar_module._entries(str(cut)))[0] == walk(tar_module._tarfile_entries(str(cut)))[0]
+    assert walk(tar_module.entries(str(cut)))[0] == walk(tar_module._tarfile_entries(str(cut)))[0]
 
 
 def test_cifar_fast_reader_matches_tarfile(cifar_tar: Path):

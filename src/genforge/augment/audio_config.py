@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from genforge.audio.noise import NoiseRecipe
-from genforge.augment.config import _check_ada, _check_nonneg, _check_p, _check_range
+from genforge.augment.config import check_ada, check_nonneg, check_p, check_range
 from genforge.core.errors import ConfigError
 
 
@@ -26,8 +26,8 @@ class SpeedConfig:
     factor: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
-        _check_p("speed", self.p)
-        _check_range("speed", "factor", self.factor, 0.25, 4.0)
+        check_p("speed", self.p)
+        check_range("speed", "factor", self.factor, 0.25, 4.0)
 
 
 @dataclass
@@ -40,8 +40,8 @@ class ShiftConfig:
     mode: Literal["zeros", "circular"] = "zeros"
 
     def __post_init__(self) -> None:
-        _check_p("shift", self.p)
-        _check_range("shift", "fraction", (0.0, self.fraction), 0.0, 1.0)
+        check_p("shift", self.p)
+        check_range("shift", "fraction", (0.0, self.fraction), 0.0, 1.0)
 
 
 @dataclass
@@ -52,8 +52,8 @@ class GainConfig:
     db: tuple[float, float] = (-6.0, 6.0)
 
     def __post_init__(self) -> None:
-        _check_p("gain", self.p)
-        _check_range("gain", "db", self.db, -60.0, 60.0)
+        check_p("gain", self.p)
+        check_range("gain", "db", self.db, -60.0, 60.0)
 
 
 @dataclass
@@ -67,7 +67,7 @@ class NoiseConfig:
     snr_db: tuple[float, float] = (10.0, 30.0)
 
     def __post_init__(self) -> None:
-        _check_p("noise", self.p)
+        check_p("noise", self.p)
         self.recipe()  # the recipe validates kinds, weights and the SNR range, naming the field
 
     def recipe(self) -> NoiseRecipe:
@@ -89,10 +89,10 @@ class SpecAugmentConfig:
     fill: Literal["mean", "zero"] = "mean"
 
     def __post_init__(self) -> None:
-        _check_p("specaugment", self.p)
-        _check_nonneg("specaugment", freq_masks=self.freq_masks, time_masks=self.time_masks)
-        _check_range("specaugment", "freq_width", (0.0, self.freq_width), 0.0, 1.0)
-        _check_range("specaugment", "time_width", (0.0, self.time_width), 0.0, 1.0)
+        check_p("specaugment", self.p)
+        check_nonneg("specaugment", freq_masks=self.freq_masks, time_masks=self.time_masks)
+        check_range("specaugment", "freq_width", (0.0, self.freq_width), 0.0, 1.0)
+        check_range("specaugment", "time_width", (0.0, self.time_width), 0.0, 1.0)
 
 
 @dataclass
@@ -116,13 +116,13 @@ class AudioDiffAugmentConfig:
     modality: ClassVar[str] = "audio"
 
     def __post_init__(self) -> None:
-        _check_p("diffaugment", self.p)
-        _check_range("diffaugment", "shift_ratio", (0.0, self.shift_ratio), 0.0, 1.0)
-        _check_range("diffaugment", "gain_db", (0.0, self.gain_db), 0.0, 60.0)
+        check_p("diffaugment", self.p)
+        check_range("diffaugment", "shift_ratio", (0.0, self.shift_ratio), 0.0, 1.0)
+        check_range("diffaugment", "gain_db", (0.0, self.gain_db), 0.0, 60.0)
         if not self.snr_db[0] <= self.snr_db[1]:
             raise ConfigError(f"diffaugment.snr_db: expected low <= high, got {list(self.snr_db)}")
-        _check_range("diffaugment", "cutout_ratio", (0.0, self.cutout_ratio), 0.0, 1.0)
-        _check_ada("diffaugment", self.ada_target, self.ada_speed_images, self.ada_interval)
+        check_range("diffaugment", "cutout_ratio", (0.0, self.cutout_ratio), 0.0, 1.0)
+        check_ada("diffaugment", self.ada_target, self.ada_speed_images, self.ada_interval)
 
 
 @dataclass

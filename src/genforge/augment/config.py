@@ -12,25 +12,25 @@ from typing import ClassVar, Literal
 from genforge.core.errors import ConfigError
 
 
-def _check_p(owner: str, p: float) -> None:
+def check_p(owner: str, p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ConfigError(f"{owner}.p: a probability in [0, 1] is expected, got {p}")
 
 
-def _check_range(owner: str, name: str, lo_hi: tuple[float, float], lowest: float, highest: float) -> None:
+def check_range(owner: str, name: str, lo_hi: tuple[float, float], lowest: float, highest: float) -> None:
     lo, hi = lo_hi
     if not lowest <= lo <= hi <= highest:
         raise ConfigError(f"{owner}.{name}: expected {lowest} <= low <= high <= {highest}, got {list(lo_hi)}")
 
 
-def _check_nonneg(owner: str, **values: float) -> None:
+def check_nonneg(owner: str, **values: float) -> None:
     for name, value in values.items():
         if value < 0:
             raise ConfigError(f"{owner}.{name}: expected a value >= 0, got {value}")
 
 
-def _check_ada(owner: str, target: float, speed_images: int, interval: int) -> None:
-    _check_range(owner, "ada_target", (-1.0, target), -1.0, 1.0)
+def check_ada(owner: str, target: float, speed_images: int, interval: int) -> None:
+    check_range(owner, "ada_target", (-1.0, target), -1.0, 1.0)
     if speed_images < 1 or interval < 1:
         raise ConfigError(f"{owner}.ada_speed_images and ada_interval must be >= 1")
 
@@ -40,7 +40,7 @@ class FlipConfig:
     p: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_p("flip", self.p)
+        check_p("flip", self.p)
 
 
 @dataclass
@@ -52,9 +52,9 @@ class CropConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     def __post_init__(self) -> None:
-        _check_p("crop", self.p)
-        _check_range("crop", "scale", self.scale, 1e-3, 1.0)
-        _check_range("crop", "ratio", self.ratio, 1e-2, 1e2)
+        check_p("crop", self.p)
+        check_range("crop", "scale", self.scale, 1e-3, 1.0)
+        check_range("crop", "ratio", self.ratio, 1e-2, 1e2)
 
 
 @dataclass
@@ -63,8 +63,8 @@ class RotateConfig:
     degrees: float = 15.0  # angle drawn uniformly in [-degrees, degrees]
 
     def __post_init__(self) -> None:
-        _check_p("rotate", self.p)
-        _check_nonneg("rotate", degrees=self.degrees)
+        check_p("rotate", self.p)
+        check_nonneg("rotate", degrees=self.degrees)
 
 
 @dataclass
@@ -73,8 +73,8 @@ class TranslateConfig:
     fraction: float = 0.125  # shift drawn uniformly in [-fraction, fraction] of width / height
 
     def __post_init__(self) -> None:
-        _check_p("translate", self.p)
-        _check_range("translate", "fraction", (0.0, self.fraction), 0.0, 1.0)
+        check_p("translate", self.p)
+        check_range("translate", "fraction", (0.0, self.fraction), 0.0, 1.0)
 
 
 @dataclass
@@ -91,9 +91,9 @@ class ColorConfig:
     hue: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_p("color", self.p)
-        _check_nonneg("color", brightness=self.brightness, contrast=self.contrast, saturation=self.saturation)
-        _check_range("color", "hue", (0.0, self.hue), 0.0, 0.5)
+        check_p("color", self.p)
+        check_nonneg("color", brightness=self.brightness, contrast=self.contrast, saturation=self.saturation)
+        check_range("color", "hue", (0.0, self.hue), 0.0, 0.5)
 
 
 @dataclass
@@ -104,8 +104,8 @@ class CutoutConfig:
     size: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_p("cutout", self.p)
-        _check_range("cutout", "size", (0.0, self.size), 0.0, 1.0)
+        check_p("cutout", self.p)
+        check_range("cutout", "size", (0.0, self.size), 0.0, 1.0)
 
 
 @dataclass
@@ -130,10 +130,10 @@ class DiffAugmentConfig:
     modality: ClassVar[str] = "image"
 
     def __post_init__(self) -> None:
-        _check_p("diffaugment", self.p)
-        _check_range("diffaugment", "translation_ratio", (0.0, self.translation_ratio), 0.0, 1.0)
-        _check_range("diffaugment", "cutout_ratio", (0.0, self.cutout_ratio), 0.0, 1.0)
-        _check_ada("diffaugment", self.ada_target, self.ada_speed_images, self.ada_interval)
+        check_p("diffaugment", self.p)
+        check_range("diffaugment", "translation_ratio", (0.0, self.translation_ratio), 0.0, 1.0)
+        check_range("diffaugment", "cutout_ratio", (0.0, self.cutout_ratio), 0.0, 1.0)
+        check_ada("diffaugment", self.ada_target, self.ada_speed_images, self.ada_interval)
 
 
 @dataclass

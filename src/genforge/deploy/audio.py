@@ -65,7 +65,7 @@ from genforge.deploy.engine import (
 from genforge.deploy.metrics import Counter, ServiceMetrics
 from genforge.deploy.routes import ROUTES
 from genforge.deploy.schemas import GenerateRequest
-from genforge.deploy.service import INLINE_ENCODE_BYTES, ApiError, ImageRoutes, _generate_job, _npy
+from genforge.deploy.service import INLINE_ENCODE_BYTES, ApiError, ImageRoutes, encode_npy, generate_job
 
 AudioFormat = Literal["wav", "json", "npy"]
 EnhanceFormat = Literal["wav", "npy"]
@@ -175,7 +175,7 @@ def encode_clips(
     """Clips float32 (n, T) as the requested format; `extra` goes into the JSON body."""
     headers = {**headers, "X-Genforge-Sample-Rate": str(sample_rate)}
     if fmt == "npy":
-        return Response(_npy(clips), media_type="application/octet-stream", headers=headers)
+        return Response(encode_npy(clips), media_type="application/octet-stream", headers=headers)
     if fmt == "wav":
         if len(clips) > 1:
             headers["X-Genforge-Clips"] = str(len(clips))
@@ -351,7 +351,7 @@ class AudioRoutes(ImageRoutes):
             pipe = engine.pipeline
             if engine.task != "generate":
                 raise ApiError(409, f"model {pipe.name!r} enhances audio; use POST /v1/enhance")
-            job = _generate_job(engine, req, config)
+            job = generate_job(engine, req, config)
             job = dataclasses.replace(job, speakers=self.job_speakers(pipe, req.n, req.speaker))
             result: GenerateResult = await self.submit(job)
             clips = result.images

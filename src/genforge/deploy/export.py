@@ -35,7 +35,7 @@ ExportSpec = tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str], di
 OPSET = 17
 
 
-class _Call(nn.Module):
+class TracedCall(nn.Module):
     """A module around a function of the model, so that tracing records just that function."""
 
     def __init__(self, model: GenerativeModel, fn: Callable[..., torch.Tensor]):
@@ -54,14 +54,14 @@ def _latent_spec(model: GenerativeModel, fn: Callable[..., torch.Tensor]) -> Exp
     if model.conditional:
         inputs += (torch.zeros(2, dtype=torch.long),)
         names.append("labels")
-    return _Call(model, fn), inputs, names, ["images"], {name: {0: "batch"} for name in [*names, "images"]}
+    return TracedCall(model, fn), inputs, names, ["images"], {name: {0: "batch"} for name in [*names, "images"]}
 
 
 def _restore_spec(model: GenerativeModel, fn: Callable[..., torch.Tensor]) -> ExportSpec:
     c = model.config
     x = torch.zeros(2, c.channels, c.image_size, c.image_size)
     return (
-        _Call(model, fn),
+        TracedCall(model, fn),
         (x,),
         ["corrupted"],
         ["images"],
@@ -125,7 +125,7 @@ FORMATS.register("onnx", _onnx)
 FORMATS.register("torchscript", _torchscript)
 
 
-def _diffusion_extra(model: GenerativeModel, out: Path) -> dict[str, Any]:
+def diffusion_extra(model: GenerativeModel, out: Path) -> dict[str, Any]:
     """The schedule table and sampler settings a numpy sampler needs beside the denoiser."""
     c = model.config
     table = out.with_name(out.name + ".schedule.npz")
@@ -138,7 +138,7 @@ def _diffusion_extra(model: GenerativeModel, out: Path) -> dict[str, Any]:
 
 
 EXPORT_EXTRAS: Registry[Callable[[GenerativeModel, Path], dict[str, Any]]] = Registry("export extra")
-EXPORT_EXTRAS.register("diffusion", _diffusion_extra)
+EXPORT_EXTRAS.register("diffusion", diffusion_extra)
 
 
 # modality -> the fields of OUT.json that describe what the network makes (from the pipeline)

@@ -35,8 +35,8 @@ from genforge.deploy.export import (
     EXPORT_FIELDS,
     EXPORT_SPECS,
     ExportSpec,
-    _Call,
-    _diffusion_extra,
+    TracedCall,
+    diffusion_extra,
     export_spec,
 )
 from genforge.models.base import GenerativeModel
@@ -98,7 +98,7 @@ def _diffwave(model: Any) -> ExportSpec:
 def _denoiser(model: Any) -> ExportSpec:
     x = torch.zeros(2, model.config.length)
     return (
-        _Call(model, lambda m, x: m.restore(x)),
+        TracedCall(model, lambda m, x: m.restore(x)),
         (x,),
         ["noisy"],
         ["audio"],
@@ -113,7 +113,7 @@ def _spectral(model: Any) -> ExportSpec:
 
 def _diffwave_extra(model: Any, out: Path) -> dict[str, Any]:
     speakers = model.config.num_speakers if model.speaker_conditional else None
-    return {**_diffusion_extra(model, out), "null_speaker": speakers, "sample_shape": [model.config.length]}
+    return {**diffusion_extra(model, out), "null_speaker": speakers, "sample_shape": [model.config.length]}
 
 
 def _spectral_extra(model: Any, out: Path) -> dict[str, Any]:

@@ -216,7 +216,7 @@ class ImageRoutes(ServiceRoutes):
             engine = self.engine()
             if engine.task != "generate":
                 raise ApiError(409, f"model {engine.pipeline.name!r} restores images; use POST /v1/restore")
-            job = _generate_job(engine, req, config)
+            job = generate_job(engine, req, config)
             result: GenerateResult = await self.submit(job)
             state.metrics.images.inc(job.n, task="generate")
             labels = None if result.labels is None else [int(x) for x in result.labels]
@@ -276,7 +276,7 @@ def _npy_header(shape: tuple[int, ...], descr: str) -> bytes:
     return buf.getvalue()
 
 
-def _npy(images: np.ndarray) -> bytes:
+def encode_npy(images: np.ndarray) -> bytes:
     """What `np.save` writes, with the header built once per shape (np.save's own header code
     was a tenth of the event loop's time per request)."""
     images = np.ascontiguousarray(images)
@@ -303,7 +303,7 @@ def encode_images(
     if fmt == "png":
         return Response(encode_png(make_grid(images)), media_type="image/png", headers=headers)
     if fmt == "npy":
-        return Response(_npy(images), media_type="application/octet-stream", headers=headers)
+        return Response(encode_npy(images), media_type="application/octet-stream", headers=headers)
     body = {"images": [_b64png(im) for im in images], "shape": list(images.shape), **extra}
     return JSONResponse(body, headers=headers)
 
@@ -405,7 +405,7 @@ def _version() -> str:
     return __version__
 
 
-def _generate_job(engine: Engine, req: GenerateRequest, config: ServeConfig) -> GenerateJob:
+def generate_job(engine: Engine, req: GenerateRequest, config: ServeConfig) -> GenerateJob:
     if req.n > config.max_n:
         raise ApiError(422, f"n: at most {config.max_n} per request, got {req.n}", "n")
     options: dict[str, Any] = {}

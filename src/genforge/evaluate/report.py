@@ -46,16 +46,16 @@ def _figure(image: np.ndarray, caption: str, scale: int = GRID_SCALE) -> str:
     return f"<figure>{_img(image, caption, scale)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.5g}"
     return html.escape(str(value))
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{_esc(c)}</td>' if isinstance(c, int | float) else f"<td>{_esc(c)}</td>"
+        "<tr>" + "".join(f'<td class="num">{esc(c)}</td>' if isinstance(c, int | float) else f"<td>{esc(c)}</td>"
                          for c in row) + "</tr>"
         for row in rows
     )  # fmt: skip
@@ -91,7 +91,7 @@ def _samples_section(run_dir: Path, dataset: Any, n: int, seed: int) -> str:
     parts = (
         [_figure(grid, "generated: " + caption)]
         if grid is not None
-        else [f'<p class="warn">{_esc(caption)}</p>']
+        else [f'<p class="warn">{esc(caption)}</p>']
     )
     if dataset is not None:
         split = dataset.reference_split
@@ -121,15 +121,15 @@ def _metrics_section(metrics: dict[str, Any] | None, path: Path) -> str:
     ext, ref = metrics["extractor"], metrics["reference"]
     target = metrics["target"]
     lines = [
-        _table(["metric", "value", "direction", "what it means", "samples"], rows),
-        f"<p>Features: <code>{_esc(ext['id'])}</code> (hash {_esc(ext['hash'])}, preprocessing "
-        f"<code>{_esc(json.dumps(ext['preprocessing']))}</code>); reference: {_esc(ref['split'])} split "
-        f"({_esc(ref['count'])} images, fingerprint {_esc(ref['fingerprint'])}); model step {_esc(target.get('step'))}, "
-        f"EMA weights: {_esc(target.get('ema'))}. Numbers are comparable only when all of these match.</p>",
+        table(["metric", "value", "direction", "what it means", "samples"], rows),
+        f"<p>Features: <code>{esc(ext['id'])}</code> (hash {esc(ext['hash'])}, preprocessing "
+        f"<code>{esc(json.dumps(ext['preprocessing']))}</code>); reference: {esc(ref['split'])} split "
+        f"({esc(ref['count'])} images, fingerprint {esc(ref['fingerprint'])}); model step {esc(target.get('step'))}, "
+        f"EMA weights: {esc(target.get('ema'))}. Numbers are comparable only when all of these match.</p>",
     ]
-    lines += [f'<p class="warn">warning: {_esc(w)}</p>' for w in metrics.get("warnings", [])]
+    lines += [f'<p class="warn">warning: {esc(w)}</p>' for w in metrics.get("warnings", [])]
     lines += [
-        f'<p class="muted">skipped {_esc(k)}: {_esc(v)}</p>' for k, v in metrics.get("skipped", {}).items()
+        f'<p class="muted">skipped {esc(k)}: {esc(v)}</p>' for k, v in metrics.get("skipped", {}).items()
     ]
     return "\n".join(lines)
 
@@ -145,7 +145,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _curves_section(run_dir: Path) -> str:
+def curves_section(run_dir: Path) -> str:
     rows = read_jsonl(run_dir / "metrics.jsonl")
     series: dict[str, tuple[list[float], list[float]]] = {}
     for row in rows:
@@ -199,7 +199,7 @@ def _memorisation_section(metrics: dict[str, Any] | None, metrics_path: Path) ->
              mem[space]["sample_nn_distance_median"], mem[space]["heldout_nn_distance_median"], mem[space]["exact_copies"]]
             for space in ("features", "pixels")]  # fmt: skip
     out = [
-        _table(
+        table(
             [
                 "space",
                 "copy rate",
@@ -212,7 +212,7 @@ def _memorisation_section(metrics: dict[str, Any] | None, metrics_path: Path) ->
             rows,
         ),  # fmt: skip
         f"<p>A sample is flagged when it is closer to a training image than the threshold: "
-        f"{_esc(mem['features']['calibration'])}.</p>",
+        f"{esc(mem['features']['calibration'])}.</p>",
     ]
     pairs_path = metrics_path.parent / mem.get("pairs_file", "")
     if pairs_path.is_file():
@@ -233,9 +233,9 @@ def _memorisation_section(metrics: dict[str, Any] | None, metrics_path: Path) ->
     return "\n".join(out)
 
 
-def _flatten(prefix: str, value: Any) -> list[list[Any]]:
+def flatten(prefix: str, value: Any) -> list[list[Any]]:
     if isinstance(value, dict):
-        return [row for k, v in value.items() for row in _flatten(f"{prefix}.{k}" if prefix else str(k), v)]
+        return [row for k, v in value.items() for row in flatten(f"{prefix}.{k}" if prefix else str(k), v)]
     return [[prefix, value]]
 
 
@@ -246,24 +246,24 @@ def read_data_report(dataset_dir: Path | None) -> tuple[dict[str, Any] | None, s
         return None, '<p class="muted">The run does not name its dataset.</p>'
     path = dataset_dir / "report.json"
     if not path.is_file():
-        return None, f'<p class="muted">No data quality report at {_esc(path)} (written by <code>genforge data ingest</code>).</p>'
+        return None, f'<p class="muted">No data quality report at {esc(path)} (written by <code>genforge data ingest</code>).</p>'
     try:
         rep = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        return None, f'<p class="warn">{_esc(path)}: not valid JSON ({_esc(exc)})</p>'
+        return None, f'<p class="warn">{esc(path)}: not valid JSON ({esc(exc)})</p>'
     out = [
-        f"<p>From <code>{_esc(path)}</code>.</p>",
-        _table(["finding", "value"], _flatten("", rep.get("summary", {}))),
+        f"<p>From <code>{esc(path)}</code>.</p>",
+        table(["finding", "value"], flatten("", rep.get("summary", {}))),
     ]
     if rep.get("quarantine_by_kind"):
         out.append(
             "<h3>Quarantined, by kind</h3>"
-            + _table(["kind", "count"], [[k, v] for k, v in rep["quarantine_by_kind"].items()])
+            + table(["kind", "count"], [[k, v] for k, v in rep["quarantine_by_kind"].items()])
         )
     return rep, "\n".join(out)
 
 
-def _data_quality_section(dataset_dir: Path | None) -> str:
+def data_quality_section(dataset_dir: Path | None) -> str:
     rep, head = read_data_report(dataset_dir)
     if rep is None:
         return head
@@ -273,10 +273,10 @@ def _data_quality_section(dataset_dir: Path | None) -> str:
         rows = [[json.dumps(item)[:200]] for item in leakage[:10]]
         out.append(
             f"<h3>Train/held-out leakage ({len(leakage)} pairs, first {len(rows)})</h3>"
-            + _table(["pair"], rows)
+            + table(["pair"], rows)
         )
     for note in rep.get("notes", []):
-        out.append(f'<p class="warn">{_esc(note)}</p>')
+        out.append(f'<p class="warn">{esc(note)}</p>')
     return "\n".join(out)
 
 
@@ -303,14 +303,14 @@ class Section:
 def _privacy_section(info: dict[str, Any]) -> str:
     """What a differentially private run (model.json `privacy`, train/privacy.py) guarantees."""
     p = info["privacy"]
-    target = "" if p.get("target_epsilon") is None else f" (target {_esc(p['target_epsilon'])})"
+    target = "" if p.get("target_epsilon") is None else f" (target {esc(p['target_epsilon'])})"
     return "\n".join([
-        f"<p>Trained with {_esc(p.get('mechanism'))} ({_esc(p.get('library'))}): <b>epsilon "
-        f"{_esc(p.get('epsilon'))}</b>{target} at delta {_esc(p.get('delta'))}, {_esc(p.get('accountant'))} accountant, "
-        f"for {_esc(p.get('unit'))}. Private: {_esc(', '.join(p.get('private_modules', [])))} (phases "
-        f"{_esc(', '.join(p.get('private_phases', [])))}); trained without private data: "
-        f"{_esc(', '.join(p.get('public_phases', [])) or 'nothing else')}.</p>",
-        _table(["setting", "value"], [[k, p.get(k)] for k in (
+        f"<p>Trained with {esc(p.get('mechanism'))} ({esc(p.get('library'))}): <b>epsilon "
+        f"{esc(p.get('epsilon'))}</b>{target} at delta {esc(p.get('delta'))}, {esc(p.get('accountant'))} accountant, "
+        f"for {esc(p.get('unit'))}. Private: {esc(', '.join(p.get('private_modules', [])))} (phases "
+        f"{esc(', '.join(p.get('private_phases', [])))}); trained without private data: "
+        f"{esc(', '.join(p.get('public_phases', [])) or 'nothing else')}.</p>",
+        table(["setting", "value"], [[k, p.get(k)] for k in (
             "noise_multiplier", "max_grad_norm", "sample_rate", "sampling", "expected_batch_size", "dataset_size",
             "steps", "planned_steps", "noise_multiplicity")]),
         '<p class="muted">The guarantee covers the weights and samples. The metrics, curves, nearest training '
@@ -324,9 +324,9 @@ REPORT_SECTIONS = modality_registry("report")
 REPORT_SECTIONS.register("image", [
     Section("Samples beside real images", lambda c: _samples_section(c.run_dir, c.dataset, c.n, c.seed)),
     Section("Metrics", lambda c: _metrics_section(c.metrics, c.metrics_path)),
-    Section("Training curves", lambda c: _curves_section(c.run_dir)),
+    Section("Training curves", lambda c: curves_section(c.run_dir)),
     Section("Memorisation audit: closest training images", lambda c: _memorisation_section(c.metrics, c.metrics_path)),
-    Section("Data quality of the training set", lambda c: _data_quality_section(c.dataset_dir)),
+    Section("Data quality of the training set", lambda c: data_quality_section(c.dataset_dir)),
 ])  # fmt: skip
 
 

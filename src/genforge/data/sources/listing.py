@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from genforge.data.sources.tar import _entries
+from genforge.data.sources.tar import entries
 
 PEEK = 200  # files or archive members looked at
 
@@ -44,7 +44,7 @@ def tar_names(archive: str) -> list[str]:
     """The file names (without folders) of the first `PEEK` members of a tar archive."""
     names: list[str] = []
     try:
-        for name, *_ in _entries(archive, lambda member: True):
+        for name, *_ in entries(archive, lambda member: True):
             names.append(name[name.rfind("/") + 1 :])
             if len(names) >= PEEK:
                 break

@@ -81,7 +81,7 @@ class TarSource:
         labels: set[str] = set()
         last = "(start of archive)"
         try:
-            for name, kind, size, data in _entries(archive, self._wants):
+            for name, kind, size, data in entries(archive, self._wants):
                 where = places.get(folder := name[: max(name.rfind("/"), 0)])
                 if where is None:
                     where = places[folder] = place([p for p in folder.split("/") if p and p != "."])
@@ -111,7 +111,7 @@ def _wanted(name: str) -> bool:
     return is_image_name(name[name.rfind("/") + 1 :])
 
 
-def _entries(archive: str, want: Callable[[str], bool] = _wanted) -> Iterator[Entry]:
+def entries(archive: str, want: Callable[[str], bool] = _wanted) -> Iterator[Entry]:
     """Members whose name `want`s them (default: images) as (name, kind, size, data): the fast
     reader, replaced by `tarfile` from the start (skipping what was already given) where it meets
     a feature it leaves to tarfile. The text sources read their members through this too."""

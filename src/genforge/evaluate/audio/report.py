@@ -27,10 +27,10 @@ from genforge.evaluate.report import (
     REPORT_SECTIONS,
     ReportContext,
     Section,
-    _curves_section,
-    _data_quality_section,
-    _esc,
-    _table,
+    curves_section,
+    data_quality_section,
+    esc,
+    table,
 )
 from genforge.train.samples import encode_png
 
@@ -91,9 +91,9 @@ def _samples(ctx: ReportContext) -> str:
     try:
         pipe = load_pipeline(ctx.run_dir)
     except GenforgeError as exc:
-        return f'<p class="warn">No samples: {_esc(exc)}</p>'
+        return f'<p class="warn">No samples: {esc(exc)}</p>'
     if getattr(pipe.model, "task", "generate") != "generate":
-        return f'<p class="muted">Model {_esc(pipe.name)} restores audio rather than generating it: see the metrics.</p>'
+        return f'<p class="muted">Model {esc(pipe.name)} restores audio rather than generating it: see the metrics.</p>'
     rate = pipe.sample_rate
     split = ctx.dataset.reference_split if ctx.dataset is not None else None
     names = (ctx.dataset.class_names if ctx.dataset is not None else []) or [
@@ -108,7 +108,7 @@ def _samples(ctx: ReportContext) -> str:
                  _clips(audio, rate, [_speaker_caption(f"#{i}", spk, i, speakers) for i in range(count)])]  # fmt: skip
         if split is not None:
             idx = _real(split, None, count, ctx.seed)
-            parts += [f"<h3>Real ({len(idx)} clips of the {_esc(split.name)} split)</h3>",
+            parts += [f"<h3>Real ({len(idx)} clips of the {esc(split.name)} split)</h3>",
                       _clips(np.asarray(split.audio[idx]), ctx.dataset.sample_rate, [f"{split.name}[{i}]" for i in idx])]  # fmt: skip
         return "\n".join(parts)
     per = max(1, min(PER_CLASS, ctx.n // max(pipe.num_classes, 1)))
@@ -131,9 +131,9 @@ def _samples(ctx: ReportContext) -> str:
                 ctx.dataset.sample_rate,
                 [f"{split.name}[{i}]{_real_speaker(split, i, ctx.dataset.speaker_names)}" for i in idx],
             )
-        rows.append(f"<tr><td>{_esc(name)}</td><td>{gen}</td><td>{real}</td></tr>")
+        rows.append(f"<tr><td>{esc(name)}</td><td>{gen}</td><td>{real}</td></tr>")
     head = (f"<p>{per} generated clip(s) per class (seed {ctx.seed}{', speakers in turn' if spk is not None else ''})"
-            f" beside {per} real clip(s) of the class from the {_esc(split.name if split is not None else '-')} split; "
+            f" beside {per} real clip(s) of the class from the {esc(split.name if split is not None else '-')} split; "
             f"spectrograms show each clip's loudest {DB_RANGE:g} dB, low frequencies at the bottom.</p>")  # fmt: skip
     return head + "<table><tr><th>class</th><th>generated</th><th>real</th></tr>" + "".join(rows) + "</table>"
 
@@ -153,7 +153,7 @@ def _real_speaker(split: Any, i: int, names: list[str]) -> str:
 
 
 def _no_metrics(ctx: ReportContext) -> str:
-    return (f'<p class="warn">No {_esc(ctx.metrics_path.name)}: run <code>genforge eval {_esc(ctx.run_dir)} '
+    return (f'<p class="warn">No {esc(ctx.metrics_path.name)}: run <code>genforge eval {esc(ctx.run_dir)} '
             f"--ref DATASET</code> first.</p>")  # fmt: skip
 
 
@@ -201,19 +201,19 @@ def _metrics(ctx: ReportContext) -> str:
     ]
     ref, target, ext = m.get("reference", {}), m.get("target", {}), m.get("extractor") or {}
     held = ext.get("heldout") or {}
-    lines = [_table(header, rows)]
-    lines += [f'<p class="muted">{_esc(LABELS[c])}: {_esc(base[c].get("description"))}</p>' for c in cols]
+    lines = [table(header, rows)]
+    lines += [f'<p class="muted">{esc(LABELS[c])}: {esc(base[c].get("description"))}</p>' for c in cols]
     if ext:
         lines.append(
-            f"<p>Features: <code>{_esc(ext.get('id'))}</code> (hash {_esc(ext.get('hash'))}, "
-            f"<code>{_esc(json.dumps(ext.get('preprocessing')))}</code>), held-out digit accuracy "
-            f"{_esc(held.get('heldout_accuracy'))}, speaker accuracy {_esc(held.get('heldout_speaker_accuracy'))} "
-            f"({_esc(held.get('heldout_split'))} split). Reference: {_esc(ref.get('split'))} split ({_esc(ref.get('count'))} "
-            f"clips at {_esc(ref.get('sample_rate'))} Hz, fingerprint {_esc(ref.get('fingerprint'))}); model step "
-            f"{_esc(target.get('step'))}, EMA weights {_esc(target.get('ema'))}. Numbers are comparable only when all "
+            f"<p>Features: <code>{esc(ext.get('id'))}</code> (hash {esc(ext.get('hash'))}, "
+            f"<code>{esc(json.dumps(ext.get('preprocessing')))}</code>), held-out digit accuracy "
+            f"{esc(held.get('heldout_accuracy'))}, speaker accuracy {esc(held.get('heldout_speaker_accuracy'))} "
+            f"({esc(held.get('heldout_split'))} split). Reference: {esc(ref.get('split'))} split ({esc(ref.get('count'))} "
+            f"clips at {esc(ref.get('sample_rate'))} Hz, fingerprint {esc(ref.get('fingerprint'))}); model step "
+            f"{esc(target.get('step'))}, EMA weights {esc(target.get('ema'))}. Numbers are comparable only when all "
             "of these match.</p>")  # fmt: skip
-    lines += [f'<p class="warn">warning: {_esc(w)}</p>' for w in m.get("warnings", [])]
-    lines += [f'<p class="muted">skipped {_esc(k)}: {_esc(v)}</p>' for k, v in m.get("skipped", {}).items()]
+    lines += [f'<p class="warn">warning: {esc(w)}</p>' for w in m.get("warnings", [])]
+    lines += [f'<p class="muted">skipped {esc(k)}: {esc(v)}</p>' for k, v in m.get("skipped", {}).items()]
     return "\n".join(lines)
 
 
@@ -226,10 +226,10 @@ def _memorisation(ctx: ReportContext) -> str:
     rows = [[s, mem[s]["copy_rate"], mem[s]["expected_rate_if_generalising"], mem[s]["threshold"],
              mem[s]["sample_nn_distance_median"], mem[s]["heldout_nn_distance_median"], mem[s]["exact_copies"]]
             for s in spaces]  # fmt: skip
-    out = [_table(["space", "copy rate", "expected if generalising", "threshold", "median sample NN dist",
+    out = [table(["space", "copy rate", "expected if generalising", "threshold", "median sample NN dist",
                    "median held-out NN dist", "exact copies"], rows),
            f"<p>A clip is flagged when it is closer to a training clip than the threshold "
-           f"({_esc(mem[spaces[0]]['calibration']) if spaces else ''}): in the evaluator's feature space "
+           f"({esc(mem[spaces[0]]['calibration']) if spaces else ''}): in the evaluator's feature space "
            "(near copies) and in raw waveform space (literal copies).</p>"]  # fmt: skip
     pairs = ctx.metrics_path.parent / mem.get("pairs_file", "")
     rate = int((ctx.metrics or {}).get("reference", {}).get("sample_rate") or 0)
@@ -244,10 +244,10 @@ def _memorisation(ctx: ReportContext) -> str:
                 sample_idx, train_idx = z[f"{s}_sample_index"], z[f"{s}_train_index"]
                 for i in range(len(gen)):
                     flag = ' <span class="flag">FLAGGED</span>' if flagged[i] else ""
-                    rows_html.append(f"<tr><td>{_esc(float(dist[i]))}{flag}</td>"
+                    rows_html.append(f"<tr><td>{esc(float(dist[i]))}{flag}</td>"
                                      f"<td>{clip_html(gen[i], rate, f'sample #{int(sample_idx[i])}')}</td>"
                                      f"<td>{clip_html(train[i], rate, f'train[{int(train_idx[i])}]')}</td></tr>")  # fmt: skip
-                out.append(f"<h3>{_esc(s)} space: the {len(gen)} closest samples</h3><table><tr><th>distance</th>"
+                out.append(f"<h3>{esc(s)} space: the {len(gen)} closest samples</h3><table><tr><th>distance</th>"
                            "<th>generated</th><th>nearest training clip</th></tr>" + "".join(rows_html) + "</table>")  # fmt: skip
     return "\n".join(out)
 
@@ -255,14 +255,14 @@ def _memorisation(ctx: ReportContext) -> str:
 def _data(ctx: ReportContext) -> str:
     page = ctx.dataset_dir / "report.html" if ctx.dataset_dir is not None else None
     link = (f'<p>The full data report (players, spectrograms, quarantine): <a href="{html.escape(page.resolve().as_uri())}">'
-            f"{_esc(page)}</a>.</p>" if page is not None and page.is_file() else "")  # fmt: skip
-    return link + _data_quality_section(ctx.dataset_dir)
+            f"{esc(page)}</a>.</p>" if page is not None and page.is_file() else "")  # fmt: skip
+    return link + data_quality_section(ctx.dataset_dir)
 
 
 REPORT_SECTIONS.register("audio", [
     Section("Samples beside real clips", _samples),
     Section("Metrics, with the real-data control and the memoriser floor", _metrics),
-    Section("Training curves", lambda c: _curves_section(c.run_dir)),
+    Section("Training curves", lambda c: curves_section(c.run_dir)),
     Section("Memorisation audit: closest training clips", _memorisation),
     Section("Voices: target speaker, training clips, allow-list", voice_section),
     Section("Data quality of the training set", _data),

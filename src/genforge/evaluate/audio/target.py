@@ -134,30 +134,30 @@ def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureS
 def voice_section(ctx: Any) -> str:
     """The report's section on voices as personal data: the target speaker's scores (a voice-
     cloning evaluation), the run's base, which clips it trained on, and the service's allow-list."""
-    from genforge.evaluate.report import _esc, _table
+    from genforge.evaluate.report import esc, table
 
     out = []
     target = (ctx.metrics or {}).get("target_speaker")
     if target:
         d = target["details"]
         rows = [[k, v, MEANINGS.get(k, "")] for k, v in target["values"].items()]
-        out += [f"<p>Clips requested for the target voice <b>{_esc(d['speaker'])}</b> ({_esc(d['n_samples'])}), "
-                f"scored against its {_esc(d['heldout_clips'])} held-out takes ({_esc(d['heldout_split'])} split) and "
-                f"the {_esc(d['trained_clips'])} clips the run trained on ({_esc(d['trained_from'])}). The evaluator "
-                f"attributed them to: {_esc(', '.join(f'{k} {v}' for k, v in d['attributed_to'].items()))}.</p>",
-                _table(["metric", "value", "what it means"], rows)]  # fmt: skip
+        out += [f"<p>Clips requested for the target voice <b>{esc(d['speaker'])}</b> ({esc(d['n_samples'])}), "
+                f"scored against its {esc(d['heldout_clips'])} held-out takes ({esc(d['heldout_split'])} split) and "
+                f"the {esc(d['trained_clips'])} clips the run trained on ({esc(d['trained_from'])}). The evaluator "
+                f"attributed them to: {esc(', '.join(f'{k} {v}' for k, v in d['attributed_to'].items()))}.</p>",
+                table(["metric", "value", "what it means"], rows)]  # fmt: skip
     base = ctx.info.get("init_from")
     if base:
         frozen = " with its trunk frozen" if base.get("freeze_trunk") else ""
-        out.append(f"<p>Adapted{frozen} from the base run <code>{_esc(base.get('path'))}</code> ({_esc(base.get('model'))}, "
-                   f"step {_esc(base.get('step'))}, weights SHA-256 {_esc(base.get('weights_sha256'))}).</p>")  # fmt: skip
+        out.append(f"<p>Adapted{frozen} from the base run <code>{esc(base.get('path'))}</code> ({esc(base.get('model'))}, "
+                   f"step {esc(base.get('step'))}, weights SHA-256 {esc(base.get('weights_sha256'))}).</p>")  # fmt: skip
     record = ctx.run_dir / CLIPS_RECORD
     if record.is_file():
         clips = json.loads(record.read_text())
         per = ", ".join(f"{k} {v}" for k, v in clips.get("per_speaker", {}).items())
         out.append(f"<p>A voice is personal data. This run records which clips it trained on in "
-                   f"<code>{_esc(record)}</code>: the content hashes of its {_esc(clips.get('count'))} clips ({_esc(per)}; "
-                   f"digest {_esc(clips.get('digest'))}), not copies of the audio nor file names, so anyone can check "
+                   f"<code>{esc(record)}</code>: the content hashes of its {esc(clips.get('count'))} clips ({esc(per)}; "
+                   f"digest {esc(clips.get('digest'))}), not copies of the audio nor file names, so anyone can check "
                    "whether a recording of theirs is among them. Serve it with <code>genforge serve RUN --allow-speaker "
                    "NAME</code> to refuse requests for every voice not on the list (HTTP 403).</p>")  # fmt: skip
     return "\n".join(out) or '<p class="muted">No speaker record for this run.</p>'

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genforge.evaluate.report import _esc, _table
+from genforge.evaluate.report import esc, table
 
 TITLE = "Synthetic-data utility and membership inference"
 
@@ -22,20 +22,20 @@ def render(metrics: dict[str, Any]) -> str:
         tstr, trtr = d["tstr_per_class"], d["trtr_per_class"]
         rows = [[c, tstr.get(c), trtr.get(c)] for c in sorted(set(tstr) | set(trtr), key=int)]
         out += [
-            f"<p><b>TSTR {_esc(records['tstr_accuracy']['value'])}</b> beside TRTR {_esc(records['trtr_accuracy']['value'])} "
-            f"(ratio {_esc(records['tstr_ratio']['value'])}): {_esc(d['classifier'])}, trained on "
-            f"{_esc(d['synthetic_count'])} generated samples, or on the {_esc(d['real_train_count'])} real training "
-            f"examples, tested on the {_esc(d['test_count'])} of the {_esc(d['test_split'])} split.</p>",
-            _table(["class", "TSTR accuracy", "TRTR accuracy"], rows),
+            f"<p><b>TSTR {esc(records['tstr_accuracy']['value'])}</b> beside TRTR {esc(records['trtr_accuracy']['value'])} "
+            f"(ratio {esc(records['tstr_ratio']['value'])}): {esc(d['classifier'])}, trained on "
+            f"{esc(d['synthetic_count'])} generated samples, or on the {esc(d['real_train_count'])} real training "
+            f"examples, tested on the {esc(d['test_count'])} of the {esc(d['test_split'])} split.</p>",
+            table(["class", "TSTR accuracy", "TRTR accuracy"], rows),
         ]  # fmt: skip
     if "mia_auc" in records:
         d = records["mia_auc"]["details"]
         rows = [[name, a["kind"], a["auc"], a["tpr_at_1fpr"]] for name, a in sorted(d["attacks"].items())]
         out += [
-            f"<p><b>Membership-inference AUC {_esc(records['mia_auc']['value'])}</b> (best attack "
-            f"{_esc(d.get('best_attack'))}; 0.5 = chance) and at most {_esc(records['mia_tpr_at_1fpr']['value'])} of the "
-            f"members found at 1% false positives: {_esc(d['members'])} records of the {_esc(d.get('member_split', 'train'))} "
-            f"split against {_esc(d['non_members'])} of the {_esc(d.get('nonmember_split', 'held-out'))} split.</p>",
-            _table(["attack", "score", "ROC AUC", "TPR at 1% FPR"], rows),
+            f"<p><b>Membership-inference AUC {esc(records['mia_auc']['value'])}</b> (best attack "
+            f"{esc(d.get('best_attack'))}; 0.5 = chance) and at most {esc(records['mia_tpr_at_1fpr']['value'])} of the "
+            f"members found at 1% false positives: {esc(d['members'])} records of the {esc(d.get('member_split', 'train'))} "
+            f"split against {esc(d['non_members'])} of the {esc(d.get('nonmember_split', 'held-out'))} split.</p>",
+            table(["attack", "score", "ROC AUC", "TPR at 1% FPR"], rows),
         ]  # fmt: skip
     return "\n".join(out)

@@ -15,12 +15,12 @@ from genforge.evaluate.report import (
     REPORT_SECTIONS,
     ReportContext,
     Section,
-    _curves_section,
-    _esc,
-    _flatten,
-    _table,
+    curves_section,
+    esc,
+    flatten,
     read_data_report,
     read_jsonl,
+    table,
 )
 from genforge.evaluate.text.evaluation import OUTPUTS
 
@@ -40,7 +40,7 @@ def highlight(text: str, spans: list[list[int]] | list[tuple[int, int]]) -> str:
 
 
 def _no_metrics(ctx: ReportContext) -> str:
-    return (f'<p class="warn">No {_esc(ctx.metrics_path.name)}: run <code>genforge eval {_esc(ctx.run_dir)} '
+    return (f'<p class="warn">No {esc(ctx.metrics_path.name)}: run <code>genforge eval {esc(ctx.run_dir)} '
             f"--ref DATASET</code> first.</p>")  # fmt: skip
 
 
@@ -55,16 +55,16 @@ def _metrics(ctx: ReportContext) -> str:
     ref, target, cfg = m["reference"], m["target"], m.get("config", {})
     tok = ref.get("tokenizer") or {}
     lines = [
-        _table(["metric", "value", "direction", "what it means", "samples"], rows),
-        f"<p>Reference: {_esc(ref.get('split'))} split ({_esc(ref.get('tokens'))} tokens, {_esc(ref.get('chars'))} "
-        f"characters, fingerprint {_esc(ref.get('fingerprint'))}, tokenizer {_esc(tok.get('kind'))} of "
-        f"{_esc(tok.get('vocab_size'))}); model step {_esc(target.get('step'))}, EMA weights {_esc(target.get('ema'))}; "
-        f"samples: {_esc(cfg.get('n'))} completions of up to {_esc(cfg.get('max_tokens'))} tokens, temperature "
-        f"{_esc(cfg.get('temperature'))}, top-k {_esc(cfg.get('top_k'))}, top-p {_esc(cfg.get('top_p'))}, seed "
-        f"{_esc(cfg.get('seed'))}. Numbers are comparable only when all of these match.</p>",
+        table(["metric", "value", "direction", "what it means", "samples"], rows),
+        f"<p>Reference: {esc(ref.get('split'))} split ({esc(ref.get('tokens'))} tokens, {esc(ref.get('chars'))} "
+        f"characters, fingerprint {esc(ref.get('fingerprint'))}, tokenizer {esc(tok.get('kind'))} of "
+        f"{esc(tok.get('vocab_size'))}); model step {esc(target.get('step'))}, EMA weights {esc(target.get('ema'))}; "
+        f"samples: {esc(cfg.get('n'))} completions of up to {esc(cfg.get('max_tokens'))} tokens, temperature "
+        f"{esc(cfg.get('temperature'))}, top-k {esc(cfg.get('top_k'))}, top-p {esc(cfg.get('top_p'))}, seed "
+        f"{esc(cfg.get('seed'))}. Numbers are comparable only when all of these match.</p>",
     ]
-    lines += [f'<p class="warn">warning: {_esc(w)}</p>' for w in m.get("warnings", [])]
-    lines += [f'<p class="muted">skipped {_esc(k)}: {_esc(v)}</p>' for k, v in m.get("skipped", {}).items()]
+    lines += [f'<p class="warn">warning: {esc(w)}</p>' for w in m.get("warnings", [])]
+    lines += [f'<p class="muted">skipped {esc(k)}: {esc(v)}</p>' for k, v in m.get("skipped", {}).items()]
     return "\n".join(lines)
 
 
@@ -79,16 +79,16 @@ def _samples(ctx: ReportContext) -> str:
         return _no_metrics(ctx)
     rows = _sample_rows(ctx)
     if rows is None:
-        return f'<p class="warn">No samples file beside {_esc(ctx.metrics_path)}: run <code>genforge eval</code> again.</p>'
+        return f'<p class="warn">No samples file beside {esc(ctx.metrics_path)}: run <code>genforge eval</code> again.</p>'
     window = ctx.metrics.get("config", {}).get("window", 50)
     shown = rows[: ctx.n]
     out = [f"<p>{len(shown)} of {len(rows)} completions; the prompt (a held-out line start) in grey, every "
-           f"{_esc(window)}-character window found verbatim in the training text <mark>marked</mark>.</p>"]  # fmt: skip
+           f"{esc(window)}-character window found verbatim in the training text <mark>marked</mark>.</p>"]  # fmt: skip
     for r in shown:
         spans = r.get("copied_spans", [])
-        note = (f"#{r['index']}: {len(r['text'])} characters, {_esc(r.get('tokens'))} tokens, "
-                f"{_esc(r.get('copied_windows', 0))} of {_esc(r.get('windows', 0))} windows copied, "
-                f"longest verbatim span {_esc(r.get('longest_copied_span'))} characters")  # fmt: skip
+        note = (f"#{r['index']}: {len(r['text'])} characters, {esc(r.get('tokens'))} tokens, "
+                f"{esc(r.get('copied_windows', 0))} of {esc(r.get('windows', 0))} windows copied, "
+                f"longest verbatim span {esc(r.get('longest_copied_span'))} characters")  # fmt: skip
         prompt = f'<span class="prompt">{html.escape(r.get("prompt", ""))}</span>' if r.get("prompt") else ""
         out.append(f'<p class="muted">{note}</p><pre class="sample">{prompt}{highlight(r["text"], spans)}</pre>')
     return "\n".join(out)
@@ -102,7 +102,7 @@ def _memorisation(ctx: ReportContext) -> str:
     rec = m["metrics"].get("copied_window_rate")
     if rec is None:
         why = m.get("skipped", {}).get("memorisation", "no samples long enough")
-        return f'<p class="muted">No memorisation numbers: {_esc(why)}.</p>'
+        return f'<p class="muted">No memorisation numbers: {esc(why)}.</p>'
     d = rec["details"]
     rows = [
         ["copied 50-character windows", v.get("copied_window_rate"), v.get("copied_window_rate_control")],
@@ -119,10 +119,10 @@ def _memorisation(ctx: ReportContext) -> str:
         f"{RATIO_GOAL:g}x.</p>"
     )  # fmt: skip
     return "\n".join([
-        _table(["", "samples", "held-out control"], rows),
+        table(["", "samples", "held-out control"], rows),
         f"<p>The control is the held-out split itself: its windows found in the training text (all "
-        f"{_esc(d['control_windows'])} of them), and the longest spans of {_esc(d['control_passages'])} held-out "
-        f"passages as long as the samples. {_esc(d['samples_with_copies'])} samples copy at least one window.</p>",
+        f"{esc(d['control_windows'])} of them), and the longest spans of {esc(d['control_passages'])} held-out "
+        f"passages as long as the samples. {esc(d['samples_with_copies'])} samples copy at least one window.</p>",
         verdict,
     ])  # fmt: skip
 
@@ -136,24 +136,24 @@ def _data(ctx: ReportContext) -> str:
     out = []
     page = ctx.dataset_dir / "report.html"
     if page.is_file():
-        out.append(f'<p>The full data report: <a href="{html.escape(page.resolve().as_uri())}">{_esc(page)}</a>.</p>')
+        out.append(f'<p>The full data report: <a href="{html.escape(page.resolve().as_uri())}">{esc(page)}</a>.</p>')
     out.append(head)
     if isinstance(rep.get("leakage"), dict) and rep["leakage"]:
         out.append("<h3>Train/held-out leakage (verbatim windows and word n-grams found in train)</h3>"
-                   + _table(["finding", "value"], _flatten("", rep["leakage"])))  # fmt: skip
+                   + table(["finding", "value"], flatten("", rep["leakage"])))  # fmt: skip
     for note in rep.get("notes", []):
         text = note.get("note", note) if isinstance(note, dict) else note
-        out.append(f'<p class="warn">{_esc(text)}</p>')
+        out.append(f'<p class="warn">{esc(text)}</p>')
     for split, passages in (rep.get("samples") or {}).items():
         for p in passages[:1]:
-            out.append(f'<p class="muted">A passage of {_esc(split)} ({_esc(p.get("origin"))}):</p>'
+            out.append(f'<p class="muted">A passage of {esc(split)} ({esc(p.get("origin"))}):</p>'
                        f'<pre class="sample">{html.escape(str(p.get("text", ""))[:PASSAGE_CHARS])}</pre>')  # fmt: skip
     return "\n".join(out)
 
 
 REPORT_SECTIONS.register("text", [
     Section("Metrics", _metrics),
-    Section("Training curves", lambda c: _curves_section(c.run_dir)),
+    Section("Training curves", lambda c: curves_section(c.run_dir)),
     Section("Samples with copied spans highlighted", _samples),
     Section("Memorisation: verbatim copies from the training text", _memorisation),
     Section("Data quality of the training set", _data),
