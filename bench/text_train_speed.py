@@ -139,7 +139,7 @@ def profile(data: Path, run_dir: Path, precision: str, sets: list[str]) -> None:
             prof.stop()
 
     genforge_run(data, run_dir, WARMUP + 50, precision, sets, window)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=60))
 
 
 def median_ms(runs: list[dict[str, list[float]]], clock: str) -> float:
@@ -153,7 +153,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", nargs="+", default=["auto", "fp32"])
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra genforge --set KEY=VALUE")
-    ap.add_argument("--profile", action="store_true", help="print torch's profile of 60 genforge steps")
+    ap.add_argument(
+        "--profile", action="store_true", help="print torch's profile of 40 steady genforge steps"
+    )
     args = ap.parse_args()
     if not INPUT.is_file() or not NANOGPT.is_dir():
         sys.exit(f"needs {INPUT} and {NANOGPT}")
@@ -170,8 +172,12 @@ def main() -> None:
             profile(ds, work / "profile", args.precision[0], args.sets)
             return
         tokens = BATCH * SIZE["block_size"]
-        print(f"torch {torch.__version__}; per-iteration CPU time, median of {args.repeats} x {args.steps} steps")
-        print("| threads | genforge precision | clock | nanoGPT ms/step | genforge ms/step | genforge/nanoGPT tokens/s |")
+        print(
+            f"torch {torch.__version__}; per-iteration CPU time, median of {args.repeats} x {args.steps} steps"
+        )
+        print(
+            "| threads | genforge precision | clock | nanoGPT ms/step | genforge ms/step | genforge/nanoGPT tokens/s |"
+        )
         print("| --- | --- | --- | --- | --- | --- |")
         n = 0
         for threads in args.threads:

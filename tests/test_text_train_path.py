@@ -89,6 +89,7 @@ def test_bf16_training_loss_follows_fp32():
     fp32: the loss to bf16's precision, gradients of every parameter present and close."""
     model = _model(bias=True)
     tokens = torch.randint(0, VOCAB, (4, 17), generator=torch.Generator().manual_seed(2))
+
     def loss_and_grads(autocast: bool):
         model.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

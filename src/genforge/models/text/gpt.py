@@ -284,8 +284,11 @@ class SelfAttention(nn.Module):
         if rotate is not None:
             qk = rotate(qk)
         q, k = qk.transpose(1, 2).chunk(2, dim=1)
-        y = attend(self.index, q, k, v.transpose(1, 2))
-        return self.drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
+        y = attend(self.index, q, k, v.transpose(1, 2)).transpose(1, 2)
+        device = y.device.type
+        if torch.is_autocast_enabled(device):  # fp32 attention (CPU): cast and gather in one copy
+            y = y.to(torch.get_autocast_dtype(device), memory_format=torch.contiguous_format)
+        return self.drop(self.proj(y.reshape(b, t, c)))
 
 
 class Block(nn.Module):
