@@ -250,6 +250,8 @@ def test_sizing_follows_other_data():
     assert layers["model"]["diffaugment"]["policy"] == ["color", "translation", "cutout"]  # its own, kept
     assert not any("diffaugment" in n for n in notes)
     layers, _ = _sized("private", DataFacts(300, 10, (16, 16, 1)))
-    assert layers["train"]["batch_size"] == 256  # DP-SGD's batch is part of its privacy accounting
+    # DP-SGD's batch is part of its privacy accounting: the preset's, not the small-data cap's
+    preset = load_scenario("private").train.config["batch_size"]
+    assert layers["train"]["batch_size"] == preset and preset > batch_cap(300)
     layers, notes = _sized("digits", DataFacts(300, 10, (16, 16, 1)))
     assert "diffaugment" not in layers["model"]  # the cVAE has no discriminator to protect
