@@ -32,7 +32,14 @@ from genforge.data.audio.config import AudioIngestConfig
 from genforge.data.ingesters import leading_modalities
 from genforge.data.sources.base import RawItem
 from genforge.data.sources.folder import FolderOptions, FolderSource
-from genforge.data.sources.hf import LABEL_COLUMNS, import_datasets, is_hf_spec, load_parts, spec_features
+from genforge.data.sources.hf import (
+    LABEL_COLUMNS,
+    import_datasets,
+    is_hf_spec,
+    load_parts,
+    pick_column,
+    spec_features,
+)
 from genforge.data.sources.layout import label_of, split_name
 from genforge.data.sources.listing import SpecFactory, folder_names, tar_names
 from genforge.data.sources.options import SourceOptions
@@ -144,37 +151,6 @@ class FileAudio:
         return {"source": self.name, "path": str(self.path.resolve())}
 
 
-def _column(
-    features: Any,
-    given: str | None,
-    typed: list[str],
-    names: tuple[str, ...],
-    what: str,
-    flag: str,
-    where: str,
-    required: bool,
-) -> str | None:
-    """The column holding `what`: the one given, else the only one of the right feature type,
-    else the first of `names` present; a clear error naming the columns when none fits."""
-    listing = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
-    if given is not None:
-        if given not in features:
-            raise DataError(f"{where}: no column {given!r} for the {what}; columns: {listing}")
-        return given
-    if len(typed) > 1:
-        raise DataError(
-            f"{where}: several columns could hold the {what} ({', '.join(typed)}); pick one with {flag}"
-        )
-    if typed:
-        return typed[0]
-    named = [k for k in names if k in features]
-    if named:
-        return named[0]
-    if required:
-        raise DataError(f"{where}: cannot find the {what} column; columns: {listing}; name it with {flag}")
-    return None
-
-
 class HfAudio:
     """Rows of a Hugging Face data set with an Audio column: its cells are read undecoded (the
     encoded file's bytes, else the file at its path) and decoded like any other audio file."""
@@ -188,14 +164,14 @@ class HfAudio:
         features = next(iter(self.parts.values())).features
         audio_typed = [k for k, v in features.items() if isinstance(v, datasets.Audio)]
         label_typed = [k for k, v in features.items() if isinstance(v, datasets.ClassLabel)]
-        self.audio = _column(
+        self.audio = pick_column(
             features, cfg.audio_column, audio_typed, AUDIO_COLUMNS, "audio", "audio_column", spec, True
         )
         if not isinstance(features[self.audio], datasets.Audio):
             raise DataError(
                 f"{spec}: column {self.audio!r} holds {features[self.audio]}, not an Audio feature"
             )
-        self.label = _column(
+        self.label = pick_column(
             features, cfg.label_column, label_typed, LABEL_COLUMNS, "label", "label_column", spec, False
         )
         label_feature = features.get(self.label) if self.label else None

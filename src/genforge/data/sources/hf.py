@@ -57,30 +57,43 @@ class Columns:
     label_names: list[str] | None  # ClassLabel names: the cell holds an index into them
 
 
+def pick_column(
+    features: Any,
+    given: str | None,
+    typed: list[str],
+    names: tuple[str, ...],
+    what: str,
+    flag: str,
+    where: str,
+    required: bool,
+) -> str | None:
+    """The column holding `what`: the one given, else the only one of the right feature type,
+    else the first of `names` present; a clear error naming the columns when none fits."""
+    listing = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
+    if given is not None:
+        if given not in features:
+            raise DataError(f"{where}: no column {given!r} for the {what}; columns: {listing}")
+        return given
+    if len(typed) > 1:
+        raise DataError(
+            f"{where}: several columns could hold the {what} ({', '.join(typed)}); pick one with {flag}"
+        )
+    if typed:
+        return typed[0]
+    named = [k for k in names if k in features]
+    if named:
+        return named[0]
+    if required:
+        raise DataError(f"{where}: cannot find the {what} column; columns: {listing}; name it with {flag}")
+    return None
+
+
 def pick_columns(features: Any, options: HfOptions, where: str) -> Columns:
     datasets = import_datasets()
-    listing = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
 
     def pick(given: str | None, kind: type, names: tuple[str, ...], what: str, required: bool) -> str | None:
-        if given is not None:
-            if given not in features:
-                raise DataError(f"{where}: no column {given!r} for the {what}; columns: {listing}")
-            return given
         typed = [k for k, v in features.items() if isinstance(v, kind)]
-        if len(typed) > 1:
-            raise DataError(
-                f"{where}: several {kind.__name__} columns ({', '.join(typed)}); give {what}_column="
-            )
-        if typed:
-            return typed[0]
-        named = [k for k in names if k in features]
-        if named:
-            return named[0]
-        if required:
-            raise DataError(
-                f"{where}: cannot find the {what} column; columns: {listing}; give {what}_column="
-            )
-        return None
+        return pick_column(features, given, typed, names, what, f"{what}_column=", where, required)
 
     image = pick(options.image_column, datasets.Image, IMAGE_COLUMNS, "image", True)
     label = pick(options.label_column, datasets.ClassLabel, LABEL_COLUMNS, "label", False)

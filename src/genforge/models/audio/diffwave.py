@@ -22,6 +22,7 @@ from genforge.models.audio.adapt import SpeakerAdaptation, check_speaker_names
 from genforge.models.audio.conditioning import effective_speakers, sample_condition, training_condition
 from genforge.models.audio.nets import DiffWaveNet
 from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
+from genforge.models.diffusion.model import multiplicity_step
 from genforge.models.diffusion.samplers import SAMPLERS, guide, sample_loop
 from genforge.models.diffusion.schedule import PREDICTIONS, SCHEDULES, make_schedule, q_sample
 from genforge.models.registry import MODELS
@@ -138,11 +139,7 @@ class DiffWave(SpeakerAdaptation, GenerativeModel):
         return lab, spk
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
-        # one denoiser forward per noise level, so the per-sample gradient hooks sum a clip's K
-        # gradients before clipping (models/diffusion/model.py)
-        losses = [self._denoising_loss(batch) for _ in range(self.noise_multiplicity)]
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-        return ModelOutput(loss=loss, terms={"mse": loss.detach()})
+        return multiplicity_step(self._denoising_loss, batch, self.noise_multiplicity)
 
     def _denoising_loss(self, batch: Batch) -> torch.Tensor:
         x0 = batch.data

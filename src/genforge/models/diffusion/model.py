@@ -7,6 +7,7 @@ also learns the unconditional model that classifier-free guidance needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -137,11 +138,7 @@ class DDPM(GenerativeModel):
         return torch.where(drop, torch.full_like(labels, self.null_label), labels)
 
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
-        # one denoiser forward per noise level: per-sample gradient hooks then sum an example's K
-        # gradients (one batch of B*K would clip each of them on its own)
-        losses = [self._denoising_loss(batch) for _ in range(self.noise_multiplicity)]
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-        return ModelOutput(loss=loss, terms={"mse": loss.detach()})
+        return multiplicity_step(self._denoising_loss, batch, self.noise_multiplicity)
 
     def _denoising_loss(self, batch: Batch) -> torch.Tensor:
         x0 = batch.images
@@ -235,3 +232,12 @@ class DDPM(GenerativeModel):
             names.append("labels")
         axes = {name: {0: "batch"} for name in [*names, "out"]}
         return self.denoiser, inputs, names, ["out"], axes
+
+
+def multiplicity_step(denoising_loss: Callable[[Batch], torch.Tensor], batch: Batch, k: int) -> ModelOutput:
+    """A diffusion training step at noise multiplicity k (DPDM): the mean of k denoising losses, one
+    denoiser forward per noise level, so per-sample gradient hooks sum an example's k gradients
+    before clipping (one batch of B*k would clip each of them on its own)."""
+    losses = [denoising_loss(batch) for _ in range(k)]
+    loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+    return ModelOutput(loss=loss, terms={"mse": loss.detach()})
