@@ -41,7 +41,7 @@ from genforge.data.sources.hf import (
     spec_features,
 )
 from genforge.data.sources.layout import label_of, split_name
-from genforge.data.sources.listing import SpecFactory, folder_names, tar_names
+from genforge.data.sources.listing import SpecFactory, folder_names, open_spec, tar_names
 from genforge.data.sources.options import SourceOptions
 from genforge.data.sources.tar import TAR_SUFFIXES, TarSource
 
@@ -257,14 +257,11 @@ AUDIO_SOURCES.register("file", SpecFactory(os.path.isfile, lambda s, c: FileAudi
 
 
 def open_audio_source(spec: str, cfg: AudioIngestConfig) -> AudioSource:
-    for name in AUDIO_SOURCES.names_in_order():
-        factory = AUDIO_SOURCES.get(name)
-        if factory.matches(spec):
-            return factory.open(spec, cfg)
-    raise DataError(
-        f"{spec!r} is not an audio source: expected an audio file ({', '.join(sorted(AUDIO_EXTENSIONS))}), "
-        "a folder of them, a tar(.gz) archive of them, or hf:NAME"
-    )
+    return open_spec(
+        AUDIO_SOURCES, spec, cfg,
+        f"an audio source: expected an audio file ({', '.join(sorted(AUDIO_EXTENSIONS))}), "
+        "a folder of them, a tar(.gz) archive of them, or hf:NAME",
+    )  # fmt: skip
 
 
 # ---- auto-detection: does a source hold audio? (`genforge data ingest --modality auto`)

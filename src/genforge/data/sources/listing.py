@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from genforge.core.errors import DataError
 from genforge.data.sources.tar import entries
 
 PEEK = 200  # files or archive members looked at
@@ -27,6 +28,16 @@ class SpecFactory:
 
     def open(self, spec: str, cfg: Any) -> Any:
         return self.make(spec, cfg)
+
+
+def open_spec(factories: Any, spec: str, cfg: Any, expected: str) -> Any:
+    """`spec` opened by the first of a modality's registered SpecFactories (in registration order)
+    that reads it; else a DataError saying what the modality expects."""
+    for name in factories.names_in_order():
+        factory = factories.get(name)
+        if factory.matches(spec):
+            return factory.open(spec, cfg)
+    raise DataError(f"{spec!r} is not {expected}")
 
 
 def folder_names(root: str) -> list[str]:

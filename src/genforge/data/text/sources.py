@@ -35,7 +35,7 @@ from genforge.data.sources.base import RawItem
 from genforge.data.sources.folder import FolderOptions, FolderSource
 from genforge.data.sources.hf import holds_media, is_hf_spec, load_parts, spec_features
 from genforge.data.sources.layout import split_name
-from genforge.data.sources.listing import SpecFactory, folder_names, tar_names
+from genforge.data.sources.listing import SpecFactory, folder_names, open_spec, tar_names
 from genforge.data.sources.options import SourceOptions
 from genforge.data.sources.tar import TAR_SUFFIXES, TarSource
 from genforge.data.text.config import TextIngestConfig
@@ -323,14 +323,11 @@ TEXT_SOURCES.register("file", SpecFactory(os.path.isfile, lambda s, c: FileText(
 
 
 def open_text_source(spec: str, cfg: TextIngestConfig) -> TextSource:
-    for name in TEXT_SOURCES.names_in_order():
-        factory = TEXT_SOURCES.get(name)
-        if factory.matches(spec):
-            return factory.open(spec, cfg)
-    raise DataError(
-        f"{spec!r} is not a text source: expected a .txt/.md file, a folder of them, a .jsonl or .csv "
-        "file, a tar(.gz) archive of text files, or hf:NAME"
-    )
+    return open_spec(
+        TEXT_SOURCES, spec, cfg,
+        "a text source: expected a .txt/.md file, a folder of them, a .jsonl or .csv file, a tar(.gz) "
+        "archive of text files, or hf:NAME",
+    )  # fmt: skip
 
 
 # ---- auto-detection: does a source hold text? (`genforge data ingest --modality auto`)
