@@ -1,10 +1,10 @@
 """A training step of genforge's gpt against nanoGPT's, side by side in one process, in CPU time.
 
     .venv/bin/python bench/text_train_speed.py [--threads 1 2] [--steps 150] [--repeats 3]
-                                               [--precision auto fp32] [--profile]
+                                               [--precision auto fp32] [--batch 12 64] [--profile]
 
 Both at nanoGPT's CPU recipe size (4 layers, 4 heads, 128 wide, context 64, char vocabulary of
-tiny Shakespeare, batch 12). nanoGPT's step is its `train.py` loop body on CPU (`model.py` from
+tiny Shakespeare, batch 12, its recipe's; `--batch` adds larger ones, the same for both). nanoGPT's step is its `train.py` loop body on CPU (`model.py` from
 `../shared/anchors/nanogpt`, imported from a temporary copy): a random batch from the token array,
 forward in fp32 (its CPU context is a null context), backward, gradient clipping at 1, AdamW
 (foreach: it fuses only on CUDA), zero_grad, the lr set per step and `loss.item()` for its
@@ -51,7 +51,7 @@ def nanogpt_module(work: Path):
     return module
 
 
-def nanogpt_run(nano, data: np.ndarray, vocab: int, steps: int) -> dict[str, list[float]]:
+def nanogpt_run(nano, data: np.ndarray, vocab: int, steps: int, batch: int = BATCH) -> dict[str, list[float]]:
     """nanoGPT's train.py loop body (CPU, no compile, gradient accumulation 1), per-iteration times."""
     torch.manual_seed(1337)
     model = nano.GPT(nano.GPTConfig(**SIZE, vocab_size=vocab, dropout=0.0, bias=False))
@@ -60,7 +60,7 @@ def nanogpt_run(nano, data: np.ndarray, vocab: int, steps: int) -> dict[str, lis
     block, times = SIZE["block_size"], {k: [] for k in CLOCKS}
 
     def get_batch():
-        ix = torch.randint(len(data) - block, (BATCH,))
+        ix = torch.randint(len(data) - block, (batch,))
         x = torch.stack([torch.from_numpy(data[i : i + block].astype(np.int64)) for i in ix])
         y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block].astype(np.int64)) for i in ix])
         return x, y
@@ -96,7 +96,13 @@ def genforge_dataset(work: Path, text: str) -> tuple[Path, int]:
 
 
 def genforge_run(
-    data: Path, run_dir: Path, steps: int, precision: str, sets: list[str], on_iteration=None
+    data: Path,
+    run_dir: Path,
+    steps: int,
+    precision: str,
+    sets: list[str],
+    on_iteration=None,
+    batch: int = BATCH,
 ) -> dict[str, list[float]]:
     """`genforge train`'s loop for `steps` steps; one iteration = between two budget checks."""
     from genforge.train.launch import build_trainer
@@ -104,7 +110,7 @@ def genforge_run(
     model_sets = [f"model.{k}={v}" for k, v in SIZE.items()]
     trainer = build_trainer(
         run_dir, model_name="gpt", data=data,
-        flags={"steps": steps, "batch_size": BATCH, "precision": precision, "ema": False},
+        flags={"steps": steps, "batch_size": batch, "precision": precision, "ema": False},
         sets=[*model_sets, "train.progress=none", "train.tensorboard=false", "train.sample_every=0", *sets],
     )  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in CLOCKS}
@@ -152,6 +158,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", nargs="+", default=["auto", "fp32"])
+    ap.add_argument("--batch", type=int, nargs="+", default=[BATCH], help="batch sizes (both tools)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra genforge --set KEY=VALUE")
     ap.add_argument(
         "--profile", action="store_true", help="print torch's profile of 40 steady genforge steps"
@@ -171,28 +178,36 @@ def main() -> None:
             torch.set_num_threads(args.threads[0])
             profile(ds, work / "profile", args.precision[0], args.sets)
             return
-        tokens = BATCH * SIZE["block_size"]
         print(
             f"torch {torch.__version__}; per-iteration CPU time, median of {args.repeats} x {args.steps} steps"
         )
         print(
-            "| threads | genforge precision | clock | nanoGPT ms/step | genforge ms/step | genforge/nanoGPT tokens/s |"
+            "| threads | batch | genforge precision | clock | nanoGPT ms/step | genforge ms/step "
+            "| genforge/nanoGPT tokens/s |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         n = 0
         for threads in args.threads:
             torch.set_num_threads(threads)
-            nano_runs, ours = [], {p: [] for p in args.precision}
-            for _ in range(args.repeats):
-                nano_runs.append(nanogpt_run(nano, train, len(chars), args.steps))
+            for batch in args.batch:
+                nano_runs, ours = [], {p: [] for p in args.precision}
+                for _ in range(args.repeats):
+                    nano_runs.append(nanogpt_run(nano, train, len(chars), args.steps, batch))
+                    for p in args.precision:
+                        n += 1
+                        ours[p].append(
+                            genforge_run(ds, work / f"run{n}", args.steps, p, args.sets, batch=batch)
+                        )
                 for p in args.precision:
-                    n += 1
-                    ours[p].append(genforge_run(ds, work / f"run{n}", args.steps, p, args.sets))
-            for p in args.precision:
-                for clock in CLOCKS:
-                    a, b = median_ms(nano_runs, clock), median_ms(ours[p], clock)
-                    print(f"| {threads} | {p} | {clock} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
-        print(f"({tokens} tokens per step; nanoGPT's vocabulary {len(chars)}, genforge's {vocab})")
+                    for clock in CLOCKS:
+                        a, b = median_ms(nano_runs, clock), median_ms(ours[p], clock)
+                        print(
+                            f"| {threads} | {batch} | {p} | {clock} | {a:.2f} | {b:.2f} | {a / b:.2f}x |",
+                            flush=True,
+                        )
+        print(
+            f"({SIZE['block_size']} tokens per sequence; nanoGPT's vocabulary {len(chars)}, genforge's {vocab})"
+        )
 
 
 if __name__ == "__main__":
