@@ -23,7 +23,7 @@ from genforge.core.atomic import atomic_dir, atomic_file, atomic_path
 from genforge.core.config import from_dict
 from genforge.core.errors import DataError, GenforgeError
 from genforge.core.modality import lookup, modality_registry
-from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
+from genforge.models.base import Batch, GenerativeModel, LRSchedule, ModelOutput, OptimizerSpec, Phase
 from genforge.models.corruption import CorruptionConfig, corrupt
 from genforge.models.pipeline import from_uint8, load_pipeline, to_uint8
 
@@ -59,7 +59,12 @@ class RestorationModel(GenerativeModel):
         self._preview: torch.Tensor | None = None
 
     def phases(self) -> list[Phase]:
-        return [Phase("main", ["net"], OptimizerSpec("adam", self.config.lr, self.config.betas))]
+        spec = OptimizerSpec("adam", self.config.lr, self.config.betas)
+        return [Phase("main", ["net"], spec, schedule=self.lr_schedule())]
+
+    def lr_schedule(self) -> LRSchedule:
+        """The learning rate over the run (constant unless the family's config says otherwise)."""
+        return LRSchedule()
 
     def clean_batch(self, batch: Batch) -> torch.Tensor:
         return batch.data
