@@ -17,7 +17,15 @@ the fonts installed: they are listed in the JSON).
     mnist-inverted  the MNIST test split (../shared/data/mnist-test), dark digits on white
 
 The sets are for measuring, never for tuning: bench/scenario_generalisation.py runs the shipped
-scenarios on them as they are.
+scenarios on them as they are. Recipe settings are chosen on the development sets instead
+(`--sets dev` builds them all), which share none of the measured sets' classes or images:
+
+    dev-lower10     lowercase a b d e f g h k m n, rendered as the glyph sets (1,000 per class, seed + 100)
+    dev-lower28     lowercase a-z without l o, and $ = < > (250 per class): many classes, few each
+    dev-shapes8     outlined or filled shapes drawn with PIL: circle, square, triangle, cross,
+                    star, ring, diamond, arrow; random size, position, rotation, stroke (1,000 per class)
+    dev-mnist-warp  the MNIST test split rotated +-35 deg with strokes thinned or thickened
+                    (3x3 min/max filter), white on black as MNIST: other handwriting variety
 """
 
 from __future__ import annotations
@@ -26,23 +34,23 @@ import argparse
 import gzip
 import hashlib
 import json
-import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from genforge.core.errors import DataError
+from genforge.data.sources.glyphs import font_files, render_glyphs  # noqa: F401  (font_files: the tests' check)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 SIZE = 28
-CANVAS = 64  # glyphs are drawn at this size, then reduced to 28 px (anti-aliased edges as in MNIST)
-FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+CANVAS = 64  # shapes are drawn at this size, then reduced to 28 px (anti-aliased edges as in MNIST)
 
 LETTERS10 = list("ABCDEFGHIJ")
 SYMBOLS3 = list("#&?")
@@ -68,96 +76,11 @@ class ForeignSet:
         return h.hexdigest()
 
 
-def font_files() -> list[Path]:
-    """The TrueType/OpenType fonts on the machine, in a fixed (sorted) order; `fc-list` when it
-    is there, else the usual font folders."""
-    found: set[Path] = set()
-    try:
-        out = subprocess.run(["fc-list", "--format", "%{file}\n"], capture_output=True, text=True, check=True)
-        found = {Path(line) for line in out.stdout.splitlines() if line.strip()}
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    for root in FONT_DIRS:
-        if root.is_dir():
-            found |= set(root.rglob("*.ttf")) | set(root.rglob("*.otf"))
-    return sorted(p for p in found if p.suffix.lower() in (".ttf", ".otf") and p.is_file())
-
-
-@lru_cache(maxsize=4096)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size)
-
-
-def _usable_fonts(chars: list[str]) -> list[Path]:
-    """Fonts that draw every one of `chars` as something other than an empty box (a font without
-    a glyph draws its .notdef box, the same for every missing character)."""
-    usable = []
-    for path in font_files():
-        font = _font(str(path), 40)
-        try:
-            notdef = font.getmask("\uffff").getbbox()
-        except OSError:
-            continue
-        boxes = [font.getmask(c).getbbox() for c in chars]
-        if all(b and b[2] > b[0] and b[3] > b[1] for b in boxes) and notdef not in boxes:
-            usable.append(path)
-    return usable
-
-
-def render_glyph(
-    char: str, font: Path, size: int, stroke: int, angle: float, shift: tuple[float, float]
-) -> np.ndarray:
-    """One white-on-black 28x28 glyph: drawn at `size` px with `stroke` px of extra thickness on a
-    64 px canvas, rotated by `angle` degrees, moved by `shift` (fractions of the free room on each
-    axis, in [-1, 1]), reduced to 28 px."""
-    canvas = Image.new("L", (CANVAS, CANVAS), 0)
-    draw = ImageDraw.Draw(canvas)
-    f = _font(str(font), size)
-    left, top, right, bottom = draw.textbbox((0, 0), char, font=f, stroke_width=stroke)
-    w, h = right - left, bottom - top
-    x = (CANVAS - w) / 2 - left
-    y = (CANVAS - h) / 2 - top
-    draw.text((x, y), char, fill=255, font=f, stroke_width=stroke, stroke_fill=255)
-    canvas = canvas.rotate(angle, resample=Image.Resampling.BILINEAR)
-    box = canvas.getbbox()
-    if box is None:
-        raise ValueError(f"{font.name} draws nothing for {char!r}")
-    # crop to the glyph, then place it at a random position in a 4 px-margin box, as MNIST digits
-    # sit in a 20 px box of the 28 px frame
-    glyph = canvas.crop(box)
-    gw, gh = glyph.size
-    inner = 20 * CANVAS // SIZE
-    scale = min(1.0, inner / max(gw, gh))
-    if scale < 1.0:
-        glyph = glyph.resize((max(1, round(gw * scale)), max(1, round(gh * scale))), Image.Resampling.LANCZOS)
-        gw, gh = glyph.size
-    room_x, room_y = CANVAS - gw, CANVAS - gh
-    px = round(room_x / 2 * (1 + 0.5 * shift[0]))
-    py = round(room_y / 2 * (1 + 0.5 * shift[1]))
-    placed = Image.new("L", (CANVAS, CANVAS), 0)
-    placed.paste(glyph, (px, py))
-    return np.asarray(placed.resize((SIZE, SIZE), Image.Resampling.LANCZOS), dtype=np.uint8)
-
-
 def glyph_set(name: str, chars: list[str], per_class: int, seed: int) -> ForeignSet:
-    fonts = _usable_fonts(chars)
-    if len(fonts) < 2:
-        raise MissingSource(
-            f"{name}: needs at least 2 fonts that draw {''.join(chars)!r}; found {len(fonts)}"
-        )
-    rng = np.random.default_rng([seed, len(chars), per_class])
-    n = len(chars) * per_class
-    labels = np.repeat(np.arange(len(chars)), per_class)
-    font_idx = rng.integers(0, len(fonts), n)
-    sizes = rng.integers(30, 53, n)  # px on the 64 px canvas: 13 to 23 px at 28
-    strokes = rng.choice([0, 0, 1, 1, 2], n)  # 2 in 5 drawn as the font is, the rest thickened
-    angles = rng.uniform(-15.0, 15.0, n)
-    shifts = rng.uniform(-1.0, 1.0, (n, 2))
-    images = np.stack([
-        render_glyph(chars[labels[i]], fonts[font_idx[i]], int(sizes[i]), int(strokes[i]), float(angles[i]),
-                     (float(shifts[i, 0]), float(shifts[i, 1])))
-        for i in range(n)
-    ])  # fmt: skip
+    try:
+        images, labels, fonts = render_glyphs(chars, per_class, seed)
+    except DataError as exc:
+        raise MissingSource(f"{name}: {exc}") from None
     meta = {
         "source": "glyphs rendered with PIL",
         "fonts": [str(p) for p in fonts],
@@ -225,6 +148,82 @@ def _finish(name: str, images: np.ndarray, labels: np.ndarray, class_names: list
     return ForeignSet(name, images, labels, class_names, meta)
 
 
+SHAPES8 = ["circle", "square", "triangle", "cross", "star", "ring", "diamond", "arrow"]
+
+
+def _shape_points(kind: str, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """The outline of a unit-size `kind` around the origin (a polygon's corners)."""
+    if kind in ("circle", "ring"):
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        squash = rng.uniform(0.8, 1.0)
+        return list(zip(np.cos(t), squash * np.sin(t), strict=True))
+    if kind == "star":
+        t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+        r = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.35, 0.55))
+        return list(zip(r * np.sin(t), -r * np.cos(t), strict=True))
+    w = rng.uniform(0.25, 0.4)  # arm width of the cross and the arrow
+    polygons = {
+        "square": [(-1, -1), (1, -1), (1, 1), (-1, 1)],
+        "triangle": [(0, -1), (1, 0.8), (-1, 0.8)],
+        "diamond": [(0, -1), (0.7, 0), (0, 1), (-0.7, 0)],
+        "cross": [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w),
+                  (-1, -w), (-w, -w)],
+        "arrow": [(-1, -w), (0.1, -w), (0.1, -0.8), (1, 0), (0.1, 0.8), (0.1, w), (-1, w)],
+    }  # fmt: skip
+    return [(float(x), float(y)) for x, y in polygons[kind]]
+
+
+def shape_set(name: str, per_class: int, seed: int) -> ForeignSet:
+    rng = np.random.default_rng([seed, 200, per_class])
+    labels = np.repeat(np.arange(len(SHAPES8)), per_class)
+    images = []
+    for k in labels:
+        kind = SHAPES8[k]
+        pts = np.asarray(_shape_points(kind, rng))
+        angle = rng.uniform(-np.pi, np.pi) if kind in ("arrow", "star") else rng.uniform(-0.3, 0.3)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        scale = rng.uniform(12, 24)  # half-size in px of the 64 px canvas
+        centre = CANVAS / 2 + rng.uniform(-1, 1, 2) * (CANVAS / 2 - scale - 4)
+        xy = [tuple(p) for p in (pts * scale) @ rot.T + centre]
+        canvas = Image.new("L", (CANVAS, CANVAS), 0)
+        draw = ImageDraw.Draw(canvas)
+        filled = kind != "ring" and rng.random() < 0.5
+        draw.polygon(xy, fill=255 if filled else None, outline=255, width=int(rng.integers(3, 8)))
+        images.append(np.asarray(canvas.resize((SIZE, SIZE), Image.Resampling.LANCZOS), dtype=np.uint8))
+    meta = {"source": "shapes drawn with PIL", "render": "half-size 12-24 px on a 64 px canvas, outline 3-7 px "
+            "or filled, random placement and rotation, -> 28 px"}  # fmt: skip
+    return _finish(name, np.stack(images), np.asarray(SHAPES8)[labels], list(SHAPES8), seed, meta)
+
+
+def mnist_warp(seed: int, shared: Path = SHARED) -> ForeignSet:
+    from PIL import ImageFilter
+
+    fs = mnist_inverted(seed, shared)  # the same split and checks; undone below
+    rng = np.random.default_rng([seed, 300])
+    filters = [None, ImageFilter.MinFilter(3), ImageFilter.MaxFilter(3)]
+    out = []
+    for img in 255 - fs.images:
+        pil = Image.fromarray(img).resize((CANVAS, CANVAS), Image.Resampling.BILINEAR)
+        f = filters[int(rng.integers(0, 3))]
+        pil = pil.filter(f) if f is not None else pil
+        pil = pil.rotate(float(rng.uniform(-35, 35)), resample=Image.Resampling.BILINEAR)
+        out.append(np.asarray(pil.resize((SIZE, SIZE), Image.Resampling.LANCZOS), dtype=np.uint8))
+    meta = {**{k: fs.meta[k] for k in ("source", "split")},
+            "conversion": "rotated +-35 deg, 3x3 min/max filter (thinner/thicker) at 64 px, -> 28 px"}  # fmt: skip
+    return _finish("dev-mnist-warp", np.stack(out), fs.labels, fs.class_names, seed, meta)
+
+
+LOWER10 = list("abdefghkmn")
+LOWER28 = list("abcdefghijkmnpqrstuvwxyz$=<>")
+
+# development sets: recipe settings are chosen on these, never on BUILDERS'
+DEV_BUILDERS: dict[str, Callable[[int], ForeignSet]] = {
+    "dev-lower10": lambda seed: glyph_set("dev-lower10", LOWER10, 1000, seed + 100),
+    "dev-lower28": lambda seed: glyph_set("dev-lower28", LOWER28, 250, seed + 100),
+    "dev-shapes8": lambda seed: shape_set("dev-shapes8", 1000, seed),
+    "dev-mnist-warp": mnist_warp,
+}
+
 BUILDERS: dict[str, Callable[[int], ForeignSet]] = {
     "glyphs10": lambda seed: glyph_set("glyphs10", LETTERS10, 1000, seed),
     "cifar10-gray": cifar_gray,
@@ -235,9 +234,10 @@ BUILDERS: dict[str, Callable[[int], ForeignSet]] = {
 
 
 def build(name: str, seed: int = 0) -> ForeignSet:
-    if name not in BUILDERS:
-        raise KeyError(f"unknown foreign set {name!r}; known: {', '.join(BUILDERS)}")
-    return BUILDERS[name](seed)
+    builders = {**BUILDERS, **DEV_BUILDERS}
+    if name not in builders:
+        raise KeyError(f"unknown foreign set {name!r}; known: {', '.join(builders)}")
+    return builders[name](seed)
 
 
 def write(fs: ForeignSet, out: Path) -> Path:
@@ -264,11 +264,13 @@ def ensure(name: str, out: Path, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder for NAME.npz + NAME.json")
-    ap.add_argument("--sets", default=",".join(BUILDERS), help=f"comma-separated, of {', '.join(BUILDERS)}")
+    ap.add_argument("--sets", default=",".join(BUILDERS),
+                    help=f"comma-separated, of {', '.join([*BUILDERS, *DEV_BUILDERS])}; dev: every dev- set")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     status = 0
-    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for name in [n for s in names for n in (DEV_BUILDERS if s == "dev" else [s])]:
         t0 = time.perf_counter()
         try:
             fs = build(name, args.seed)

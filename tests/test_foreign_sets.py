@@ -95,3 +95,31 @@ def test_written_set_is_ingested_as_a_labelled_dataset(fonts, tmp_path):
     ds = open_dataset(tmp_path / "ds")
     assert ds.num_classes == 3 and tuple(ds.image_shape) == (28, 28, 1)
     assert len(ds.split("train")) + len(ds.split("val")) == 120
+
+
+def test_dev_sets_share_no_class_with_the_measured_sets(fonts):
+    # settings are chosen on the dev sets: none of their glyph classes is one the benchmark measures
+    measured = set(fs.LETTERS10) | set(fs.SYMBOLS3) | set(fs.CLASSES40)
+    assert not measured & (set(fs.LOWER10) | set(fs.LOWER28))
+    assert not set(fs.DEV_BUILDERS) & set(fs.BUILDERS)
+    assert len(fs.LOWER28) == 28 and len(set(fs.LOWER28)) == 28
+
+
+def test_shapes_are_seeded_balanced_and_distinct():
+    a, b, c = fs.shape_set("s", 6, seed=0), fs.shape_set("s", 6, seed=0), fs.shape_set("s", 6, seed=1)
+    assert a.images.shape == (48, 28, 28) and a.digest() == b.digest() != c.digest()
+    assert set(a.meta["class_counts"].values()) == {6} and a.class_names == fs.SHAPES8
+    ink = (a.images > 127).mean(axis=(1, 2))
+    assert 0.01 < ink.min() and ink.max() < 0.8
+    # the classes differ more from each other than within: mean images of circle and cross apart
+    mean = {k: a.images[a.labels == k].astype(np.float32).mean(0) for k in ("circle", "cross")}
+    assert np.abs(mean["circle"] - mean["cross"]).mean() > 5
+
+
+def test_mnist_warp_is_white_on_black_and_not_the_inverted_set(mnist_test_dir):
+    w = fs.mnist_warp(0, shared=mnist_test_dir.parent)
+    inv = fs.mnist_inverted(0, shared=mnist_test_dir.parent)
+    assert w.images.shape == (10000, 28, 28) and w.images.mean() < 80  # dark page, as MNIST
+    assert w.meta["class_counts"] == inv.meta["class_counts"]  # the same digits, warped
+    # rotated and re-stroked: no warped image is one of MNIST's as it was
+    assert not set(map(bytes, w.images)) & set(map(bytes, 255 - inv.images))

@@ -212,6 +212,7 @@ def test_text_audit_scores_token_windows_of_both_splits(tmp_path) -> None:
 
 
 def test_private_scenario_chains_dp_training_tstr_and_the_audit(tmp_path, monkeypatch) -> None:
+    from genforge.data.sources.glyphs import GlyphsOptions
     from genforge.evaluate.extractors import classifier
     from genforge.evaluate.privacy.utility import UtilityRecipe
     from genforge.scenarios.schema import load_scenario
@@ -220,6 +221,8 @@ def test_private_scenario_chains_dp_training_tstr_and_the_audit(tmp_path, monkey
     # small evaluator and TSTR recipes keep the test fast (both enter their cache keys)
     monkeypatch.setattr(classifier.ClassifierConfig.__init__, "__defaults__", (2, 32, 3e-3, 8, 16, 0))
     monkeypatch.setattr(UtilityRecipe.__init__, "__defaults__", (2, 64, 3e-3, 8, 16, 0))
+    # and 20 public glyphs per digit instead of 1,000 (limit, per_class, seed, layout, slant)
+    monkeypatch.setattr(GlyphsOptions.__init__, "__defaults__", (None, 20, 0, "free", 0.0))
     gates = {g.metric for g in load_scenario("private").evaluate.gates}
     assert gates == {"dp_epsilon", "tstr_accuracy", "mia_auc"}
     out = tmp_path / "private"
@@ -229,11 +232,15 @@ def test_private_scenario_chains_dp_training_tstr_and_the_audit(tmp_path, monkey
     summary = json.loads((out / "summary.json").read_text())
     values = {g["metric"]: g["value"] for g in summary["gates"]}
     assert 0 < values["dp_epsilon"] <= 10 and 0 <= values["tstr_accuracy"] <= 1 and 0 <= values["mia_auc"] <= 1
+    # the public base (--steps budgets it too) cost no epsilon; the private run started from it
+    assert summary["public"]["epsilon_spent"] == 0.0 and summary["public"]["train"]["step"] == 4
+    assert json.loads((out / "model.json").read_text())["init_from"]["path"] == summary["public"]["base_run"]
     m = json.loads((out / "metrics.json").read_text())
     attacks = set(m["metrics"]["mia_auc"]["details"]["attacks"])
     assert attacks == {"distance_pixels", "distance_features", "vae_elbo", "vae_reconstruction"}
     html = (out / "report.html").read_text()
     assert "Differential privacy" in html and "Membership-inference AUC" in html and "TSTR" in html
+    assert "Fine-tuned from the base run" in html
 
 
 def test_non_finite_scores_rank_lowest_with_a_warning() -> None:

@@ -316,7 +316,18 @@ def _privacy_section(info: dict[str, Any]) -> str:
         '<p class="muted">The guarantee covers the weights and samples. The metrics, curves, nearest training '
         "images and data quality findings on this page are computed from the private data outside it: share "
         "this report only with those who may see the data (docs/privacy.md).</p>",
+        *_base_note(info.get("init_from")),
     ])  # fmt: skip
+
+
+def _base_note(base: dict[str, Any] | None) -> list[str]:
+    """A DP fine-tune's base (public pretraining): what the epsilon above does and does not cover."""
+    if not base:
+        return []
+    return [f"<p>Fine-tuned from the base run {esc(base.get('path'))} ({esc(base.get('model'))}, step "
+            f"{esc(base.get('step'))}, trained on data {esc(base.get('dataset_fingerprint'))}). The epsilon above "
+            "is this run's DP steps alone: the base's training costs none only if its data hold no private "
+            "example (public data, such as rendered glyphs).</p>"]  # fmt: skip
 
 
 # modality -> the report's sections, in page order

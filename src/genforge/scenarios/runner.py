@@ -85,7 +85,12 @@ def apply_overrides(sc: Scenario, data: str | None, max_time: str | None, steps:
         train = replace(train, steps=steps, max_time=max_time)
     if seed is not None:
         train = replace(train, seed=seed)
-    return replace(sc, data=replace(sc.data, source=data) if data else sc.data, train=train)
+    public = sc.public  # a public base (schema.PublicSection) takes the same budget
+    if public is not None and max_time is not None:
+        public = replace(public, max_time=max_time)
+    if public is not None and steps is not None:
+        public = replace(public, steps=steps, max_time=max_time)
+    return replace(sc, data=replace(sc.data, source=data) if data else sc.data, train=train, public=public)
 
 
 def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
@@ -183,6 +188,43 @@ def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: 
     return replace(sc, adapt=replace(a, speaker=target), evaluate=replace(sc.evaluate, options=options)), trained
 
 
+def _pretrain(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> tuple[Path | None, dict[str, Any]]:
+    """The `public:` base (schema.PublicSection): its data ingested into RUN_DIR/public/dataset as
+    the private data was (at its size and channels), trained without DP and without gates into
+    RUN_DIR/public/base; the base run (None: skipped) and what summary.json records."""
+    from genforge.core.errors import ConfigError
+    from genforge.data.canonical import open_dataset
+    from genforge.train.launch import merge
+
+    p = sc.public
+    assert p is not None
+    private = open_dataset(dataset)
+    # the private data's shape, so the base's weights fit the model trained on it
+    size, channels = (None, None) if "image_shape" not in private.manifest else (
+        private.manifest["image_shape"][:2], private.manifest["image_shape"][2])  # fmt: skip
+    data = replace(sc.data, source=p.source, limit=p.limit, val_fraction=p.val_fraction,
+                   size=size or sc.data.size, channels=channels or sc.data.channels)  # fmt: skip
+    public_data = _ingest(replace(sc, data=data), run_dir / "public" / "dataset", console)
+    names = open_dataset(public_data).class_names
+    if sc.model.conditional and names != private.class_names:
+        why = (f"public.source {p.source!r}: its classes {names} must be the private data's {private.class_names}, "
+               "in that order (a conditional model keeps its label table)")  # fmt: skip
+        if p.if_classes_differ == "error":
+            raise ConfigError(why)
+        console.print(f"  [yellow]no public pretraining[/]: {why}")
+        return None, {"source": p.source, "skipped": why}
+    base_sc = replace(sc, privacy={}, public=None, evaluate=replace(sc.evaluate, gates=[]),
+                      model=replace(sc.model, config=merge(sc.model.config, p.model)),
+                      train=replace(sc.train, max_time=p.max_time, steps=p.steps, config=merge(sc.train.config, p.config)))  # fmt: skip
+    base_run = run_dir / "public" / "base"
+    base = _train(base_sc, public_data, base_run, console)
+    record = {"source": p.source, "dataset": str(public_data), "fingerprint": open_dataset(public_data).fingerprint,
+              "base_run": str(base_run), "epsilon_spent": 0.0,
+              "why": "the base saw only the public data, never a private example: it costs no epsilon",
+              "train": {k: base[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip
+    return base_run, record
+
+
 def _evaluate(sc: Scenario, dataset: Path, run_dir: Path) -> dict[str, Any]:
     from genforge.evaluate.evaluate import EvalConfig, evaluate
 
@@ -237,7 +279,10 @@ def run_scenario(name: str, *, data: str | None = None, out: str | Path | None =
 
     dataset = stage("collect + process", _ingest, sc, run_dir / "dataset", console)
     if sc.adapt is None:
-        trained = stage("augment + train", _train, sc, dataset, run_dir, console)
+        base_run, public = (None, None) if sc.public is None else stage("public pretraining", _pretrain, sc, dataset,
+                                                                        run_dir, console)  # fmt: skip
+        trained = stage("augment + train", _train, sc, dataset, run_dir, console, base_run)
+        trained.update({"public": public} if sc.public is not None else {})
     else:
         sc, trained = _adapt(sc, dataset, run_dir, console, stage)
     metrics = stage("evaluate", _evaluate, sc, dataset, run_dir)
@@ -255,6 +300,7 @@ def run_scenario(name: str, *, data: str | None = None, out: str | Path | None =
         "early_stop": trained["early_stop"],
         "sizing": trained["sizing"],
         **({"adapt": trained["adapt"]} if "adapt" in trained else {}),
+        **({"public": trained["public"]} if "public" in trained else {}),
         "dataset": str(dataset),
         "data_report": str(dataset / "report.html"),
         "report": str(report),

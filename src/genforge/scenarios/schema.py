@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from genforge.core.config import from_dict, load_file
 from genforge.core.errors import ConfigError
@@ -59,6 +59,25 @@ class AdaptSection:
     def __post_init__(self) -> None:
         if self.max_clips < 1:
             raise ConfigError(f"adapt.max_clips: expected a positive number of clips, got {self.max_clips}")
+
+
+@dataclass
+class PublicSection:
+    """Public pretraining of a private run (docs/privacy.md): a base trained without DP on data that
+    holds no private example (ingested at the private data's size and channels, with its class
+    names), which the private run then fine-tunes (`--init-from`). The base costs no epsilon; the
+    guarantee is the fine-tune's, and holds only because the public data is not the private data."""
+
+    source: str  # a source name or path, as data.source (e.g. glyphs:0123456789)
+    limit: int | None = None
+    val_fraction: float | None = None  # None: the modality's default
+    max_time: str | None = "3m"
+    steps: int | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # model config overrides of the base (e.g. lr)
+    config: dict[str, Any] = field(default_factory=dict)  # trainer settings of the base, over train.config
+    # a conditional model's public classes must be the private data's: else stop with an error, or
+    # train without the base (a scenario meant for any labelled data, whose public set fits some)
+    if_classes_differ: Literal["error", "skip"] = "error"
 
 
 @dataclass
@@ -117,6 +136,11 @@ class Scenario:
     # differentially private training: train/privacy.py PrivacyConfig fields (epsilon, delta, ...)
     privacy: dict[str, Any] = field(default_factory=dict)
     adapt: AdaptSection | None = None  # a base run, then its fine-tune to a new voice (voice cloning)
+    public: PublicSection | None = None  # a base trained on public data, fine-tuned with DP (no epsilon spent)
+
+    def __post_init__(self) -> None:
+        if self.public is not None and self.adapt is not None:
+            raise ConfigError(f"scenario {self.name!r}: public: and adapt: each train a base; give one of them")
 
 
 PRESETS = "presets"

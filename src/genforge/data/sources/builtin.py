@@ -10,7 +10,7 @@ import importlib
 
 from genforge.data.sources.base import SOURCES
 
-BUILTIN_SOURCES = ("digits", "mnist", "hf", "idx", "arrays", "tar", "folder")
+BUILTIN_SOURCES = ("digits", "glyphs", "mnist", "hf", "idx", "arrays", "tar", "folder")
 
 for _name in BUILTIN_SOURCES:
     SOURCES.register(_name, importlib.import_module(f"genforge.data.sources.{_name}").FACTORY)
