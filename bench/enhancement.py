@@ -101,7 +101,7 @@ def evaluate_run(run: Path, data: Path, strings: int, seed: int) -> tuple[dict, 
 def tables(values: dict, details: dict) -> list[str]:
     c = details["conditions"]
     out = [
-        "### At 5 dB, per noise type (goal: PESQ gain >= noisereduce's + 0.3, STOI gain >= noisereduce's, "
+        "## At 5 dB, per noise type (goal: PESQ gain >= noisereduce's + 0.3, STOI gain >= noisereduce's, "
         "SI-SDR gain >= 8 dB)",
         "",
         "| noise | PESQ noisy | PESQ gain: model | noisereduce | margin (goal >= 0.3) | STOI gain: model | "
@@ -124,7 +124,7 @@ def tables(values: dict, details: dict) -> list[str]:
         )
     out += [
         "",
-        "### Every noise type and SNR (gains over the noisy input; model / noisereduce)",
+        "## Every noise type and SNR (gains over the noisy input; model / noisereduce)",
         "",
         "| noise | SNR (dB) | PESQ noisy | PESQ gain | STOI noisy | STOI gain | SI-SDR gain (dB) |",
         "|---|---|---|---|---|---|---|",
@@ -161,7 +161,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    lines = [f"## Speech enhancement ({datetime.date.today()})", "", f"Machine: {machine(args.threads)}", ""]
+    lines = [f"# Speech enhancement ({datetime.date.today()})", "", f"Machine: {machine(args.threads)}", ""]
     summary = None
     if args.run is None:
         if args.train_seconds is None:

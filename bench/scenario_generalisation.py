@@ -132,7 +132,7 @@ def _row(r: dict[str, Any]) -> list[object]:
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "## Scenario generalisation: the shipped image scenarios on data they were not tuned on",
+        "# Scenario generalisation: the shipped image scenarios on data they were not tuned on",
         "",
         f"Machine: {meta['cpu']} ({meta['cores']} cores), {meta['date']}. Command: `{meta['command']}`",
         "",

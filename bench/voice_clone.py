@@ -103,7 +103,7 @@ def main() -> None:
     budget = BUDGET_WITH_BASE_S if args.base else BUDGET_S
     kind = "probe (shortened budget: not the goal's numbers)" if probe else "the scenario's own budget"
     lines = [
-        f"## Voice cloning ({datetime.date.today().isoformat()}, {kind})",
+        f"# Voice cloning ({datetime.date.today().isoformat()}, {kind})",
         "",
         f"`{' '.join(['.venv/bin/python', 'bench/voice_clone.py', *sys.argv[1:]])}`; "
         f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores, {args.threads} threads, load average {load:.1f} "
