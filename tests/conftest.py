@@ -39,3 +39,15 @@ def fsdd_dir(shared_data: Path) -> Path:
     if not d.is_dir() or not any(d.glob("*.wav")):
         pytest.skip(f"FSDD recordings not found in {d}")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for the test: tiny networks gain nothing from a second thread, which
+    only contends with other processes on the shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

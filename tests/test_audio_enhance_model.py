@@ -32,6 +32,19 @@ TINY = [
 ]
 
 
+def _fit(model: Denoiser, clean: torch.Tensor, steps: int) -> list[float]:
+    """`steps` Adam steps of the model's training step on one clean batch; the losses."""
+    opt = torch.optim.Adam(model.parameters(), lr=model.config.lr)
+    losses = []
+    for step in range(steps):
+        out = model.training_step("main", Batch(clean), step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    return losses
+
+
 def _noisy_heldout(n: int = 12, snr: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
     clean, _, _ = synth_clips(n, 3, 2, 4000, 8000, seed=99)
     clean_t = torch.from_numpy(clean)
@@ -114,15 +127,8 @@ def test_wave_arch_learns_too():
         noise={"kinds": {"white": 1.0}, "snr_db": [5.0, 5.0]},
     )
     model = Denoiser(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     clean = torch.from_numpy(synth_clips(8, 3, 2, 4000, 8000, seed=1)[0])
-    losses = []
-    for step in range(25):
-        out = model.training_step("main", Batch(clean), step)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        losses.append(float(out.loss.detach()))
+    losses = _fit(model, clean, 25)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
 
 
@@ -139,15 +145,8 @@ def test_recurrent_mask_with_a_decaying_lr_learns():
     assert model.phases()[0].schedule == LRSchedule("cosine", 5, 0.1)
     clean_h, noisy_h = _noisy_heldout()
     before = float((si_sdr(clean_h, model.restore(noisy_h)) - si_sdr(clean_h, noisy_h)).mean())
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     clean = torch.from_numpy(synth_clips(16, 3, 2, 4000, 8000, seed=1)[0])
-    losses = []
-    for step in range(40):
-        out = model.training_step("main", Batch(clean), step)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        losses.append(float(out.loss.detach()))
+    losses = _fit(model, clean, 40)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
     after = float((si_sdr(clean_h, model.restore(noisy_h)) - si_sdr(clean_h, noisy_h)).mean())
     assert after > 2.0 and after > before + 2.0, (before, after)  # dB, on held-out clips

@@ -16,14 +16,7 @@ from genforge.models.nets.latent import seeded_normal
 from genforge.models.pipeline import load_pipeline, save_model, to_uint8
 from genforge.models.registry import MODELS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks: a second intra-op thread only adds contention on the shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 TINY = {"g_widths": [32, 16, 8], "d_widths": [8, 16]}

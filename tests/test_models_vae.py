@@ -16,13 +16,7 @@ from genforge.models.pipeline import load_pipeline, save_model, to_uint8
 from genforge.models.registry import MODELS
 from genforge.models.vae import LIKELIHOODS, VAE, BetaVAE, ConditionalVAE, kl_normal
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: extra threads only contend on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 def _digits(n=16, size=28, channels=1, seed=0):

@@ -32,12 +32,7 @@ QUIET = ["train.progress=none", "train.tensorboard=false", "train.sample_every=0
 SMALL_GAN = ["model.g_widths=[16,8]", "model.d_widths=[8]", "model.latent_dim=8", "model.kernel=3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only contends on the shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")

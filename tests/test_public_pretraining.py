@@ -7,7 +7,6 @@ import io
 import json
 
 import pytest
-import torch
 from rich.console import Console
 
 from genforge.core.config import from_dict
@@ -19,12 +18,7 @@ from genforge.scenarios.schema import Scenario
 QUIET = {"progress": "none", "tensorboard": False, "sample_every": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 def _scenario(public: dict | None, **extra) -> Scenario:

@@ -14,12 +14,7 @@ from genforge.models.text.gpt import GPT, GPTConfig, rotate_half
 VOCAB = 29
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 def _model(positions: str = "rope", block: int = 8, n_layer: int = 2) -> GPT:

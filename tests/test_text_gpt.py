@@ -20,12 +20,7 @@ from genforge.models.text.sampling import (
 VOCAB = 37
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only contends on the shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 def _model(positions: str = "rope", block: int = 8, seed: int = 0, **kw) -> GPT:

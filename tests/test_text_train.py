@@ -48,12 +48,7 @@ def text_data(tmp_path_factory):
     return make_text_dataset(tmp_path_factory.mktemp("text") / "ds")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only contends on the shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 def _train(out, data, steps=20, sets=(), resume=False, callbacks=(), init_from=None, model="gpt", **flags):

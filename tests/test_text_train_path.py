@@ -14,12 +14,7 @@ from genforge.models.text.gpt import GPT, GPTConfig, attention, rotate_half
 VOCAB = 29
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only contends on the shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 
 def _model(**kw) -> GPT:
