@@ -16,11 +16,9 @@ from genforge.core.errors import ConfigError
 from genforge.evaluate.audio import evaluator as evaluator_module
 from genforge.train.launch import build_trainer
 from test_audio_eval import FastEvaluatorConfig
-from test_audio_train import (
-    QUIET,
-    _one_thread,  # noqa: F401  (autouse: tiny networks run on one thread)
-    _sets,
-)
+from test_audio_train import QUIET, _sets
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 # a given sigma: calibrating one takes Opacus seconds; delta below 1 / 48 clips
 PRIVACY = {"epsilon": 8.0, "noise_multiplier": 1.0, "delta": 1e-3}

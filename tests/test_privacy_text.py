@@ -28,10 +28,11 @@ from genforge.train.privacy import METRIC_KEYS, accountant_epsilon, public_metri
 from test_text_train import (
     TINY,
     _Interrupt,
-    _one_thread,  # noqa: F401 (autouse: one intra-op thread for the tiny networks)
     corpus,
     make_text_dataset,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
 
 WINDOW = 33  # TINY's block_size + 1
 # a given sigma: calibrating one takes Opacus a while (the CLI test calibrates)
