@@ -78,19 +78,19 @@ def _number(value: Any) -> float | None:
 
 def apply_overrides(sc: Scenario, data: str | None, max_time: str | None, steps: int | None,
                     seed: int | None) -> Scenario:  # fmt: skip
-    train = sc.train
-    if max_time is not None:
-        train = replace(train, max_time=max_time)
-    if steps is not None:
-        train = replace(train, steps=steps, max_time=max_time)
+    train = _budget(sc.train, max_time, steps)
     if seed is not None:
         train = replace(train, seed=seed)
-    public = sc.public  # a public base (schema.PublicSection) takes the same budget
-    if public is not None and max_time is not None:
-        public = replace(public, max_time=max_time)
-    if public is not None and steps is not None:
-        public = replace(public, steps=steps, max_time=max_time)
+    public = None if sc.public is None else _budget(sc.public, max_time, steps)  # a public base: the same budget
     return replace(sc, data=replace(sc.data, source=data) if data else sc.data, train=train, public=public)
+
+
+def _budget(section: Any, max_time: str | None, steps: int | None) -> Any:
+    """A section with `max_time` and `steps` (train:, public:) under the command line's budget: a
+    given --steps replaces the section's time budget too (by --max-time, or none)."""
+    if steps is not None:
+        return replace(section, steps=steps, max_time=max_time)
+    return section if max_time is None else replace(section, max_time=max_time)
 
 
 def _ingest(sc: Scenario, out: Path, console: Console) -> Path:
@@ -205,7 +205,8 @@ def _pretrain(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> t
     data = replace(sc.data, source=p.source, limit=p.limit, val_fraction=p.val_fraction,
                    size=size or sc.data.size, channels=channels or sc.data.channels)  # fmt: skip
     public_data = _ingest(replace(sc, data=data), run_dir / "public" / "dataset", console)
-    names = open_dataset(public_data).class_names
+    public = open_dataset(public_data)
+    names = public.class_names
     if sc.model.conditional and names != private.class_names:
         why = (f"public.source {p.source!r}: its classes {names} must be the private data's {private.class_names}, "
                "in that order (a conditional model keeps its label table)")  # fmt: skip
@@ -218,7 +219,7 @@ def _pretrain(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> t
                       train=replace(sc.train, max_time=p.max_time, steps=p.steps, config=merge(sc.train.config, p.config)))  # fmt: skip
     base_run = run_dir / "public" / "base"
     base = _train(base_sc, public_data, base_run, console)
-    record = {"source": p.source, "dataset": str(public_data), "fingerprint": open_dataset(public_data).fingerprint,
+    record = {"source": p.source, "dataset": str(public_data), "fingerprint": public.fingerprint,
               "base_run": str(base_run), "epsilon_spent": 0.0,
               "why": "the base saw only the public data, never a private example: it costs no epsilon",
               "train": {k: base[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip
