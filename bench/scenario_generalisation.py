@@ -6,7 +6,7 @@
 
 Runs `genforge run --scenario S --data SET` (a fresh process each, as a user runs it, without the
 calling shell's thread settings: common.thread_environment) for every scenario on its own data
-and on each foreign set of bench/foreign_sets.py, at the scenario's own time budget times
+and on each foreign set of bench/foreign_sets.py, at the scenario's own budget (steps and/or time) times
 `--budget-scale` (1 = the benchmark; a small scale is a quick check that the script works, not a
 result). Records each run's gate values and PASS/FAIL, the steps trained,
 how training ended (budget, early stop on passing gates, or a stall and why), the share of
@@ -63,12 +63,16 @@ def own_data(scenario: str) -> str | None:
 
 
 def scaled_budget(scenario: str, scale: float) -> list[str]:
+    """The scenario's own budget times `scale`: its step budget and its time cap, whichever it has
+    (a recipe in steps with a time cap ends at the first; `genforge run --steps` alone would drop
+    the cap, so both are passed)."""
     train = load_scenario(scenario).train
-    if train.max_time:
-        return ["--max-time", f"{max(1.0, parse_duration(train.max_time) * scale):.0f}s"]
+    out = []
     if train.steps:
-        return ["--steps", str(max(1, round(train.steps * scale)))]
-    return []
+        out += ["--steps", str(max(1, round(train.steps * scale)))]
+    if train.max_time:
+        out += ["--max-time", f"{max(1.0, parse_duration(train.max_time) * scale):.0f}s"]
+    return out
 
 
 def run_one(
@@ -136,7 +140,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Machine: {meta['cpu']} ({meta['cores']} cores), {meta['date']}. Command: `{meta['command']}`",
         "",
-        f"Budget: each scenario's own training time x {meta['budget_scale']:g}"
+        f"Budget: each scenario's own budget (steps and/or time cap) x {meta['budget_scale']:g}"
         + ("" if meta["budget_scale"] == 1 else " (**a quick pass, not the benchmark**)")
         + ". Foreign sets (bench/foreign_sets.py, 28x28 grey, seed "
         f"{meta['seed']}): {', '.join(meta['foreign'])}; no recipe setting was chosen on them.",
