@@ -174,3 +174,25 @@ def test_user_noise_folder_is_resampled_and_used(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no audio files"):
         load_recordings(tmp_path / "empty", SR)
+
+
+def test_corrupt_batch_never_babbles_a_clip_over_itself():
+    # each clip a pure tone of its own frequency: the noise added to a row may hold the other
+    # rows' tones (babble of the batch) but never its own (a denoiser would learn to remove it)
+    from genforge.audio.noise import corrupt_batch
+
+    rate, length = 8000, 4000
+    freqs = [300.0, 700.0, 1100.0, 1500.0, 1900.0, 2300.0]
+    t = torch.arange(length) / rate
+    clean = torch.stack([torch.sin(2 * torch.pi * f * t) for f in freqs])
+    recipe = NoiseRecipe(kinds={"babble": 1.0}, snr_db=(0.0, 0.0))
+    for seed in range(5):
+        noisy = corrupt_batch(clean, recipe, rate, torch.Generator().manual_seed(seed))
+        spectrum = torch.fft.rfft(noisy - clean).abs()
+        bins = [int(f * length / rate) for f in freqs]
+        for row, own in enumerate(bins):
+            others = [spectrum[row, b] for b in bins if b != own]
+            assert spectrum[row, own] < 1e-3 * max(others), (seed, row)
+    rows = torch.tensor([True, False, False, True, False, False])
+    partly = corrupt_batch(clean, recipe, rate, torch.Generator().manual_seed(0), rows=rows)
+    assert torch.equal(partly[~rows], clean[~rows]) and not torch.allclose(partly[rows], clean[rows])

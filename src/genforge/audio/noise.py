@@ -301,3 +301,28 @@ def apply_recipe(
         peak = noisy[clipped].abs().amax(-1, keepdim=True) * level[clipped, None]
         noisy[clipped] = torch.maximum(torch.minimum(noisy[clipped], peak), -peak)
     return NoisyBatch(noisy.to(clean.device, clean.dtype), [names[int(c)] for c in choice], snr.float())
+
+
+def corrupt_batch(
+    clean: torch.Tensor,
+    recipe: NoiseRecipe,
+    sample_rate: int,
+    generator: torch.Generator | None = None,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A copy of clean (B, T) with the rows of the bool mask `rows` (default: all) corrupted by
+    `recipe`, babble made of the batch's own clips: a row of the first half babbles with the second
+    half's clips and vice versa, so no clip is mixed into its own noise (a denoiser would learn to
+    remove the very voice it must keep; a batch of one has only itself to draw on)."""
+    n = len(clean)
+    rows = torch.ones(n, dtype=torch.bool) if rows is None else rows.cpu()
+    out = clean.clone()
+    half = n // 2
+    halves = (torch.arange(n) < half, torch.arange(n) >= half)
+    for mine, others in (halves, halves[::-1]):
+        pick = (rows & mine).nonzero().squeeze(1).to(clean.device)
+        if not len(pick):
+            continue
+        pool = clean[others.to(clean.device)] if others.any() else clean
+        out[pick] = apply_recipe(clean[pick], recipe, sample_rate, generator, pool.detach().float().cpu()).noisy
+    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from genforge.audio.noise import apply_recipe, make_noise, mix_at_snr
+from genforge.audio.noise import corrupt_batch, make_noise, mix_at_snr
 from genforge.augment.audio_config import (
     AudioAugmentConfig,
     AudioDiffAugmentConfig,
@@ -124,25 +124,11 @@ def _speed(x: torch.Tensor, cfg: SpeedConfig, g: torch.Generator | None, sample_
 
 
 def _noise(x: torch.Tensor, cfg: NoiseConfig, g: torch.Generator | None, sample_rate: int) -> torch.Tensor:
-    """Mix noise into the chosen rows through `audio.noise.apply_recipe`. Babble for a row of the
-    first half of the batch is made of the second half's clips and vice versa, so no clip babbles
-    over itself (a batch of one has only itself to draw on)."""
-    n = len(x)
-    on = chosen(g, n, cfg.p, CPU)
+    """Mix noise into the chosen rows (`audio.noise.corrupt_batch`: no clip babbles over itself)."""
+    on = chosen(g, len(x), cfg.p, CPU)
     if not on.any():
         return x
-    recipe = cfg.recipe()
-    out = x.clone()
-    half = n // 2
-    halves = (torch.arange(n) < half, torch.arange(n) >= half)
-    for rows, others in (halves, halves[::-1]):
-        pick = (on & rows).nonzero().squeeze(1)
-        if not len(pick):
-            continue
-        pool = x[others.to(x.device)] if others.any() else x
-        mixed = apply_recipe(x[pick.to(x.device)], recipe, sample_rate, g, pool.detach().float().cpu())
-        out[pick.to(x.device)] = mixed.noisy
-    return out
+    return corrupt_batch(x, cfg.recipe(), sample_rate, g, rows=on)
 
 
 WAVE_OPS.register("speed", _speed)

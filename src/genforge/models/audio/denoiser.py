@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genforge.audio.noise import NoiseRecipe, apply_recipe
+from genforge.audio.noise import NoiseRecipe, corrupt_batch
 from genforge.audio.sdr import si_sdr
 from genforge.audio.spectrogram import MelConfig, istft, stft
 from genforge.core.config import from_dict
@@ -338,8 +338,8 @@ class Denoiser(RestorationModel):
         return LRSchedule(c.lr_decay, c.warmup_steps, c.min_lr_ratio)
 
     def corrupt(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noisy versions of clean (B, T) by the config's recipe; babble from the batch itself."""
-        return apply_recipe(clean, self.config.noise, self.config.sample_rate, generator, pool=clean).noisy
+        """Noisy versions of clean (B, T) by the config's recipe; babble from the batch's other clips."""
+        return corrupt_batch(clean, self.config.noise, self.config.sample_rate, generator)
 
     def clean_batch(self, batch: Batch) -> torch.Tensor:
         clean = batch.data.float().reshape(batch.data.shape[0], -1)
