@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/text_train_speed.py [--threads 1 2] [--steps 150] [--repeats 3]
                                                [--precision auto fp32] [--batch 12 64] [--profile]
+                                               [--compile]
 
 Both at nanoGPT's CPU recipe size (4 layers, 4 heads, 128 wide, context 64, char vocabulary of
 tiny Shakespeare, batch 12, its recipe's; `--batch` adds larger ones, the same for both). nanoGPT's step is its `train.py` loop body on CPU (`model.py` from
@@ -18,6 +19,11 @@ the Python and dispatch overhead, and with one thread all of the work) and `proc
 thread of the process, OpenMP's workers included). The two run alternately, `--repeats` times
 each, and the table gives the median per-iteration time over all repeats (the first 20
 iterations of each run left out) and genforge's tokens/s relative to nanoGPT's.
+
+`--compile` also runs genforge with `train.compile=true` (train/compile.py: its blocks compiled by
+inductor) beside the eager runs, rows "<precision>+compile", and prints each compiled run's first
+iteration in wall-clock seconds: the compile, cold when TORCHINDUCTOR_CACHE_DIR is empty, warm when
+an earlier process filled it (the repeats after the first are warm).
 """
 
 from __future__ import annotations
@@ -113,14 +119,15 @@ def genforge_run(
         flags={"steps": steps, "batch_size": batch, "precision": precision, "ema": False},
         sets=[*model_sets, "train.progress=none", "train.tensorboard=false", "train.sample_every=0", *sets],
     )  # fmt: skip
-    times: dict[str, list[float]] = {k: [] for k in CLOCKS}
+    clocks = {**CLOCKS, "wall": time.perf_counter}  # wall: the compile's first iteration (--compile)
+    times: dict[str, list[float]] = {k: [] for k in clocks}
     last: dict[str, float] = {}
     check = trainer.budget.exhausted
 
     def timed(*args, **kwargs):
-        now = {k: c() for k, c in CLOCKS.items()}
+        now = {k: c() for k, c in clocks.items()}
         if last:
-            for k in CLOCKS:
+            for k in clocks:
                 times[k].append(now[k] - last[k])
         last.update(now)
         if on_iteration is not None:
@@ -163,6 +170,7 @@ def main() -> None:
     ap.add_argument(
         "--profile", action="store_true", help="print torch's profile of 40 steady genforge steps"
     )
+    ap.add_argument("--compile", action="store_true", help="also genforge with train.compile=true")
     args = ap.parse_args()
     if not INPUT.is_file() or not NANOGPT.is_dir():
         sys.exit(f"needs {INPUT} and {NANOGPT}")
@@ -187,18 +195,23 @@ def main() -> None:
         )
         print("| --- | --- | --- | --- | --- | --- | --- |")
         n = 0
+        variants = [*args.precision, *(f"{p}+compile" for p in args.precision if args.compile)]
         for threads in args.threads:
             torch.set_num_threads(threads)
             for batch in args.batch:
-                nano_runs, ours = [], {p: [] for p in args.precision}
+                nano_runs, ours = [], {p: [] for p in variants}
                 for _ in range(args.repeats):
                     nano_runs.append(nanogpt_run(nano, train, len(chars), args.steps, batch))
-                    for p in args.precision:
+                    for p in variants:
                         n += 1
-                        ours[p].append(
-                            genforge_run(ds, work / f"run{n}", args.steps, p, args.sets, batch=batch)
-                        )
-                for p in args.precision:
+                        precision, compiled = p.removesuffix("+compile"), p.endswith("+compile")
+                        extra = [*args.sets, *(["train.compile=true"] if compiled else [])]
+                        t0 = time.perf_counter()
+                        ours[p].append(genforge_run(ds, work / f"run{n}", args.steps, precision, extra, batch=batch))
+                        if compiled:
+                            print(f"({p}, {threads} threads: the run's first iteration took "
+                                  f"{ours[p][-1]['wall'][0]:.1f} s wall, the run {time.perf_counter() - t0:.1f} s)")
+                for p in variants:
                     for clock in CLOCKS:
                         a, b = median_ms(nano_runs, clock), median_ms(ours[p], clock)
                         print(

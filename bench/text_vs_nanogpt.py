@@ -1,6 +1,6 @@
 """genforge's gpt against nanoGPT on tiny Shakespeare, side by side on the same cores and data.
 
-    .venv/bin/python bench/text_vs_nanogpt.py [--threads 2] [--scenario-seconds 300] [--keep DIR]
+    .venv/bin/python bench/text_vs_nanogpt.py [--threads 2] [--scenario-seconds 300] [--keep DIR] [--compile]
 
 1. nanoGPT (`../shared/anchors/nanogpt`, copied to a temporary directory as
    `../shared/anchors/README.md` says) prepares its char data and trains its README's CPU recipe
@@ -24,6 +24,9 @@
    model (6 layers, 384 wide, context 256; fresh weights: speed does not depend on them).
 6. With `--scenario-seconds S`: the same loss comparison at that budget (nanoGPT's recipe with
    its iterations scaled to S seconds at its measured speed).
+
+`--compile` trains genforge with `train.compile=true` (train/compile.py): its compile time counts in
+the equal-wall-time budget; the tokens/s of step 4 leave the first logged interval out, as always.
 
 Prints a markdown table (machine, commands, numbers) and writes it to --report.
 """
@@ -224,7 +227,10 @@ def main() -> None:
     ap.add_argument("--scenario-seconds", type=float, default=0, help="also compare at this training budget")
     ap.add_argument("--keep", type=Path, help="work in this directory (emptied first) and keep it")
     ap.add_argument("--report", type=Path, default=REPO / "bench" / "results" / "text_vs_nanogpt.md")
+    ap.add_argument("--compile", action="store_true", help="genforge trains with train.compile=true")
     args = ap.parse_args()
+    if args.compile:
+        RECIPE_TRAIN["compile"] = True
     if not (NANOGPT / "train.py").is_file() or not INPUT.is_file():
         sys.exit(f"needs {NANOGPT} and {INPUT} (see ../shared/anchors/README.md)")
     torch.set_num_threads(args.threads)
@@ -278,7 +284,8 @@ def main() -> None:
         else:
             out = work / f"speed-b{batch}"
             steps = max(50, args.speed_tokens // (batch * NANO_SIZE["block_size"]))
-            train_genforge(data, out, th, "--steps", steps, "-b", batch, *sets(small, {"ema": False}))
+            speed_train = {"ema": False, **({"compile": True} if args.compile else {})}
+            train_genforge(data, out, th, "--steps", steps, "-b", batch, *sets(small, speed_train))
         speed[batch], speed_runs[batch] = trained_tokens_per_s(out), out
 
     print("[4/6] sampling tokens/s", flush=True)

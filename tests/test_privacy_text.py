@@ -257,6 +257,7 @@ def test_refuses_what_opacus_cannot_split_per_example(tmp_path, char_data):
         (["model.bias=false"], "model.bias"),
         (["model.positions=learned"], "model.positions"),
         (["model.block_size=2000"], "windows of 2001 tokens"),  # fewer windows than a batch
+        (["train.compile=true"], "train.compile"),  # layer hooks: a compiled region would skip them
     ]):  # fmt: skip
         with pytest.raises(ConfigError, match=field):
             _quiet_trainer(tmp_path / f"r{i}", char_data, sets=sets)

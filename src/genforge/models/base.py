@@ -166,6 +166,11 @@ class GenerativeModel(nn.Module):
     def training_step(self, phase: str, batch: Batch, step: int) -> ModelOutput:
         raise NotImplementedError
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The modules `train.compile` compiles (train/compile.py): the whole model by default;
+        families with repeated blocks name the blocks, which then share one compiled graph."""
+        return [self]
+
     @torch.no_grad()
     def sample(
         self,

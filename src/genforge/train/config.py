@@ -23,6 +23,9 @@ class TrainConfig:
     channels_last: bool = False
     deterministic: bool = True  # torch.use_deterministic_algorithms: needed for bit-exact resume
     optimizer_impl: Literal["auto", "fused", "foreach", "loop"] = "auto"
+    # torch.compile the model's compile_regions() for training steps (train/compile.py); "auto":
+    # on CPU with a C++ compiler when the budget is long enough to repay a cold compile
+    compile: bool | Literal["auto"] = False
     # CPU: keep freed activation memory in the process between steps (core/host_memory.py)
     retain_host_memory: bool = True
     # EMA of the model's ema_modules; decay ramps up as min(decay, (1 + step) / (10 + step))

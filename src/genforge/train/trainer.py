@@ -33,6 +33,7 @@ from genforge.train import checkpoint as ckpt
 from genforge.train import distributed as dist
 from genforge.train.budget import Budget, parse_duration
 from genforge.train.callbacks import Callback
+from genforge.train.compile import compile_regions, compile_wanted
 from genforge.train.config import TrainConfig
 from genforge.train.ema import EMA
 from genforge.train.feeds import feed_for
@@ -147,6 +148,7 @@ class Trainer:
             parse_duration(config.max_time, "train.max_time") if config.max_time else None,
             rules=[self.private] if self.private is not None else [],
         )
+        self.compiled = self._compile()  # after the EMA: its copy stays eager (it never trains)
         self.step = 0
         self.images_seen = 0
         self.elapsed_before = 0.0
@@ -157,6 +159,22 @@ class Trainer:
         self._progress: Progress | None = None
 
     # --- setup -------------------------------------------------------------------------------
+
+    def _compile(self) -> bool:
+        """Compile the model's regions for training steps when train.compile asks (train/compile.py)."""
+        cfg = self.config
+        seconds = parse_duration(cfg.max_time, "train.max_time") if cfg.max_time else None
+        if not compile_wanted(cfg.compile, self.device, seconds, cfg.steps):
+            return False
+        if self.private is not None:
+            if cfg.compile is True:
+                raise ConfigError(
+                    "train.compile: DP-SGD takes per-example gradients from hooks on the layers, which a "
+                    "compiled region runs past; set train.compile=false for a private run"
+                )
+            return False
+        compile_regions(self.model)
+        return True
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -542,6 +560,7 @@ class Trainer:
                 "world_size": self.ctx.world_size,
                 "device": str(self.device),
                 "precision": self.precision.name,
+                "compiled": self.compiled,  # train.compile resolved (auto: whether it compiled)
                 "genforge_version": __version__,
                 "torch_version": torch.__version__,
                 **self._init_from_record(),

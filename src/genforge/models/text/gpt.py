@@ -406,6 +406,11 @@ class GPT(GenerativeModel):
         schedule = LRSchedule(cfg.lr_decay, cfg.warmup_steps, cfg.min_lr_ratio)
         return [Phase("main", ["transformer"], spec, schedule=schedule, clip_grad_norm=cfg.grad_clip)]
 
+    def compile_regions(self) -> list[nn.Module]:
+        # the blocks, not the model: one shared graph for all of them (1 compiled forward and
+        # backward for n_layer blocks), and the RoPE tables' Python-side caching stays eager
+        return list(self.transformer.h)
+
     def private_training_problems(self) -> list[str]:
         problems = []
         if self.config.tie_weights:

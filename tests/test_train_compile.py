@@ -1,0 +1,101 @@
+"""`train.compile`: when a run compiles, that a compiled gpt trains like the eager one, that its
+checkpoint loads in an eager model, and that evaluation and sampling do not compile graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from genforge.core.errors import ConfigError
+from genforge.models.pipeline import load_pipeline
+from genforge.train import compile as train_compile
+from genforge.train.compile import compile_wanted, cpp_compiler
+from genforge.train.config import TrainConfig
+from genforge.train.launch import build_trainer
+from test_text_train import make_text_dataset
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks (conftest.one_thread)
+
+CPU = torch.device("cpu")
+TINY = [
+    "model.block_size=16", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.warmup_steps=2",
+    "train.progress=none", "train.tensorboard=false", "train.log_every=1", "train.sample_every=0",
+    "train.ema=false", "train.precision=fp32",
+]  # fmt: skip
+
+
+def test_compile_wanted_follows_the_mode_and_the_budget(monkeypatch):
+    assert not compile_wanted(False, CPU, 3600.0, None)
+    assert compile_wanted(True, CPU, 10.0, None)
+    # auto: only budgets that repay a cold compile, only on the measured device
+    assert not compile_wanted("auto", CPU, 95.0, None)
+    assert compile_wanted("auto", CPU, train_compile.AUTO_MIN_SECONDS, None)
+    assert compile_wanted("auto", CPU, None, train_compile.AUTO_MIN_STEPS)
+    assert not compile_wanted("auto", CPU, None, train_compile.AUTO_MIN_STEPS - 1)
+    assert not compile_wanted("auto", CPU, 60.0, 10**6)  # the time budget ends the run first
+    assert not compile_wanted("auto", torch.device("cuda"), 3600.0, None)
+    monkeypatch.setattr(train_compile.shutil, "which", lambda name: None)
+    assert cpp_compiler() is None
+    assert not compile_wanted("auto", CPU, 3600.0, None)
+    with pytest.raises(ConfigError, match="train.compile.*C\\+\\+ compiler"):
+        compile_wanted(True, CPU, 10.0, None)
+
+
+def test_config_reads_true_false_and_auto():
+    assert TrainConfig(steps=1).compile is False
+    from genforge.core.config import from_dict
+
+    assert from_dict(TrainConfig, {"steps": 1, "compile": "auto"}, where="train").compile == "auto"
+    with pytest.raises(ConfigError, match="train.compile"):
+        from_dict(TrainConfig, {"steps": 1, "compile": "fast"}, where="train")
+
+
+def _losses(run: Path) -> list[float]:
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+@pytest.mark.slow  # ~35 s with an empty inductor cache on 2 busy cores, ~6 s warm
+@pytest.mark.skipif(cpp_compiler() is None, reason="no C++ compiler: inductor cannot build CPU kernels")
+def test_compiled_run_trains_like_eager_and_loads_eager(tmp_path):
+    data = make_text_dataset(tmp_path / "ds")
+    runs = {}
+    for name, sets in (("eager", []), ("compiled", ["train.compile=true"])):
+        trainer = build_trainer(
+            tmp_path / name,
+            model_name="gpt",
+            data=data,
+            flags={"steps": 6, "batch_size": 4},
+            sets=[*TINY, *sets],
+        )
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        trainer.fit()
+        runs[name] = trainer
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert runs["compiled"].compiled and not runs["eager"].compiled
+    assert json.loads((tmp_path / "compiled" / "run.json").read_text())["compiled"] is True
+    assert graphs == 1  # one graph for the training forward (the end-of-run samples ran eager)
+    eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    assert len(eager) == len(compiled) == 6
+    # the same batches and initial weights; inductor's fused kernels round differently
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=2e-4)
+    assert compiled[-1] < compiled[0]  # and it learns
+
+    # the checkpoint: the same tensor names as an eager run's (no `_orig_mod.` prefixes), loaded
+    # by an eager pipeline; evaluation of the compiled model itself adds no graph
+    weights = load_file(str(tmp_path / "compiled" / "model.safetensors"))
+    assert weights.keys() == load_file(str(tmp_path / "eager" / "model.safetensors")).keys()
+    model = runs["compiled"].model.eval()
+    tokens = torch.randint(0, model.config.vocab_size, (2, 17))
+    assert torch.isfinite(model.nll(tokens)).all()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    pipe = load_pipeline(tmp_path / "compiled")
+    assert all("forward" not in vars(block) for block in pipe.model.transformer.h)  # eager blocks
+    for key, value in pipe.model.state_dict().items():
+        np.testing.assert_array_equal(value.float().numpy(), weights[key].astype(np.float32), err_msg=key)
