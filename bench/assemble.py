@@ -6,6 +6,7 @@ bench/results/, each of which records its own machine, date and command.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from genforge.core.atomic import write_text
@@ -23,8 +24,12 @@ def main() -> None:
         # result files keep their own headings one level down, under this file's title
         parts.append("\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()))
     body = "\n\n".join(parts) + "\n"
-    # images referenced relative to bench/results/ resolve from the repository root here
-    write_text(BENCH.parent / "BENCHMARKS.md", body.replace("](quality", "](bench/results/quality"))
+    # images referenced relative to bench/results/ (a folder beside the result file) resolve from
+    # the repository root here
+    folders = "|".join(re.escape(p.name) for p in (BENCH / "results").iterdir() if p.is_dir())
+    if folders:
+        body = re.sub(rf"\]\(({folders})/", r"](bench/results/\1/", body)
+    write_text(BENCH.parent / "BENCHMARKS.md", body)
 
 
 if __name__ == "__main__":
