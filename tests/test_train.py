@@ -388,3 +388,18 @@ def test_in_training_evaluation_samples_the_class_mix(tmp_path, dataset):
     # the same labels `genforge eval` asks a finished run for; the grids keep cycling classes
     assert np.array_equal(labels, load_pipeline(tmp_path / "run").class_labels(64))
     assert trainer.sample_labels(4).tolist() == [0, 1, 0, 1]
+
+
+def test_resume_of_a_run_saved_before_a_field_existed(tmp_path, dataset):
+    # run.json of an older genforge lacks fields added since (train.compile, a model option): the
+    # run trained with their defaults, so it resumes; a non-default value for such a field is refused
+    _train(tmp_path / "old", dataset, steps=4, sets=["train.checkpoint_every=4"])
+    path = tmp_path / "old" / "run.json"
+    saved = json.loads(path.read_text())
+    del saved["train"]["compile"]
+    del saved["model_config"][next(iter(saved["model_config"]))]
+    path.write_text(json.dumps(saved))
+    _, summary = _train(tmp_path / "old", dataset, steps=6, resume=True)
+    assert summary["step"] == 6
+    with pytest.raises(ConfigError, match="train fields differ: compile"):
+        _train(tmp_path / "old", dataset, steps=8, resume=True, sets=["train.compile=auto"])

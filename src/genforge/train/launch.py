@@ -161,9 +161,26 @@ def route_diffaugment(
     return merge({"diffaugment": diff}, model_overrides)
 
 
+def _field_defaults(config: Any) -> dict[str, Any]:
+    """The default of every field of the dataclass instance `config` that has one, as saved."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else json.loads(json.dumps(value))
+    return out
+
+
 def _check_resume_changes(
-    saved: dict[str, Any], new: dict[str, Any], section: str, allowed: tuple[str, ...]
+    saved: dict[str, Any], new: dict[str, Any], section: str, allowed: tuple[str, ...], config: Any = None
 ) -> None:
+    # a field the saved config lacks was added by a later genforge: the run trained with its default
+    if config is not None:
+        saved = {**{k: v for k, v in _field_defaults(config).items() if k in new}, **saved}
     changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k) and k not in allowed)
     if changed:
         raise ConfigError(
@@ -245,8 +262,8 @@ def build_trainer(
     mcfg = model_config(model_name, dataset, model_overrides, conditional, start_config)
     augment, augment_cfg = augment_from_config(augment_section, dataset)
     if saved is not None:
-        _check_resume_changes(saved["train"], to_dict(train_cfg), "train", RESUMABLE_CHANGES)
-        _check_resume_changes(saved["model_config"], to_dict(mcfg), "model", ())
+        _check_resume_changes(saved["train"], to_dict(train_cfg), "train", RESUMABLE_CHANGES, train_cfg)
+        _check_resume_changes(saved["model_config"], to_dict(mcfg), "model", (), mcfg)
         new_privacy = to_dict(privacy_cfg) if privacy_cfg is not None else {}
         _check_resume_changes(saved.get("privacy") or {}, new_privacy, "privacy", ())
     trainer = Trainer(
