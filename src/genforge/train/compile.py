@@ -15,8 +15,9 @@ Measured on the gpt at nanoGPT's CPU-recipe size (4 layers, 128 wide, context 64
 torch 2.13, Xeon with AMX, 1 thread; eager and compiled alternating in one process,
 `bench/text_train_speed.py --threads 1 --steps 100 --repeats 2 --precision auto --compile`):
 bf16 autocast step 35.4 -> 30.2 ms main-thread CPU time (1.17x; a trainer-like loop gave 1.18-1.26x
-in four runs), fp32 1.10x. At 2 threads the busy shared machine gave 1.22x once and no gain once:
-unsettled. Compiling costs the first step 26-32 s with an empty inductor cache
+in four runs), fp32 1.10x. Run alone on a quiet machine (same command, `--threads 1 2 --steps 150
+--repeats 3`, 2026-12-02): 2 threads 31.6 -> 26.2 ms (1.21x), but 1 thread 38.7 -> 41.8 ms (0.93x):
+the one-thread gain of the busy-machine runs did not hold there. Compiling costs the first step 26-32 s with an empty inductor cache
 (TORCHINDUCTOR_CACHE_DIR) and 3.4-4.8 s when a previous process left it filled. Cold, it repays
 after ~4,600 steps (30 s / ~6.5 ms), about 3 minutes of training at this size, so `auto` turns it
 on for budgets of at least 5 minutes.
