@@ -163,8 +163,7 @@ class Trainer:
     def _compile(self) -> bool:
         """Compile the model's regions for training steps when train.compile asks (train/compile.py)."""
         cfg = self.config
-        seconds = parse_duration(cfg.max_time, "train.max_time") if cfg.max_time else None
-        if not compile_wanted(cfg.compile, self.device, seconds, cfg.steps):
+        if not compile_wanted(cfg.compile, self.device, self.budget.seconds, self.budget.steps):
             return False
         if self.private is not None:
             if cfg.compile is True:
