@@ -76,10 +76,11 @@ def scaled_budget(scenario: str, scale: float) -> list[str]:
 
 
 def run_one(
-    scenario: str, data: str | None, out: Path, budget: list[str], seed: int, log: Path
+    scenario: str, data: str | None, out: Path, budget: list[str], seed: int, log: Path, threads: int | None = None
 ) -> dict[str, Any]:
     cmd = genforge_command("run", "--scenario", scenario, "--out", out, "--seed", seed, *budget,
-                           *(["--data", data] if data else []))  # fmt: skip
+                           *(["--data", data] if data else []),
+                           *(["--threads", threads] if threads else []))  # fmt: skip
     code, wall = run_logged(cmd, log, env=thread_environment(COLUMNS="160"))
     summary_path = out / "summary.json"
     if not summary_path.is_file():
@@ -182,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scenario_generalisation.md")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="passed to every run (default: genforge's own choice); 1 leaves a core to other work, "
+        "a harsher condition than the goal's 2 cores",
+    )
     args = ap.parse_args(argv)
     if args.budget_scale <= 0:
         ap.error("--budget-scale must be > 0")
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.work / "runs" / stamp / f"{scenario}--{set_name}"
             out.parent.mkdir(parents=True, exist_ok=True)
             print(f"{scenario} on {set_name} ({' '.join(budget)}) ...", flush=True)
-            result = run_one(scenario, data, out, budget, args.seed, out.with_suffix(".log"))
+            result = run_one(scenario, data, out, budget, args.seed, out.with_suffix(".log"), args.threads)
             rows.append({**row, **result, "run_dir": str(out)})
             print(f"  {result['status']} in {result['wall_s']:.0f}s: {_gates_cell(rows[-1])}", flush=True)
     meta = {

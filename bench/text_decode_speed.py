@@ -1,7 +1,8 @@
 """Sampling speed of genforge's gpt beside nanoGPT's `generate`, side by side in one process.
 
     .venv/bin/python bench/text_decode_speed.py [--tokens 500] [--repeats 5] [--threads 1 2]
-                                                [--streams 1 16] [--cpu-time] [--profile]
+                                                [--streams 1 16] [--runtimes torch onnx]
+                                                [--cpu-time] [--profile]
 
 Both models have nanoGPT's CPU-recipe size (4 layers, 4 heads, 128 wide, context 64, the 65
 characters of tinyshakespeare) and fresh weights (speed does not depend on them). nanoGPT's
@@ -15,9 +16,12 @@ machine `--cpu-time` times with this thread's CPU time instead of the wall clock
 one thread: genforge's decode loop always does, nanoGPT's at `--threads 1`), which leaves out the
 time another process holds the core.
 
-genforge's step is also timed in parts: `model.decode` alone on one slot (fixed token ids, no
-sampling) and `next_tokens` alone on one row of logits. `--profile` prints torch.profiler's table
-of the operations of 100 one-slot decode steps.
+genforge runs with each decode runtime of `--runtimes` (`TextPipeline.complete(runtime=...)`:
+torch, the model's own step; onnx, the step exported to ONNX Runtime, models/text/onnx_decode.py),
+alternating with nanoGPT and each other within every repeat. Its step is also timed in parts:
+`decode` alone on one slot (fixed token ids, no sampling; inside `small_ops` as the pipeline's loop
+runs it) for each runtime, and `next_tokens` alone on one row of logits. `--profile` prints
+torch.profiler's table of the operations of 100 one-slot torch decode steps.
 """
 
 from __future__ import annotations
@@ -71,20 +75,25 @@ def nanogpt_rate(model: torch.nn.Module, tokens: int) -> float:
         return tokens / (clock() - t0)
 
 
-def genforge_rate(pipe, tokens: int, streams: int) -> float:
+def genforge_rate(pipe, tokens: int, streams: int, runtime: str = "torch") -> float:
     t0 = clock()
-    out = pipe.complete([""], n=streams, max_tokens=tokens, temperature=TEMPERATURE, top_k=TOP_K, seed=1)
+    out = pipe.complete([""], n=streams, max_tokens=tokens, temperature=TEMPERATURE, top_k=TOP_K, seed=1,
+                        runtime=runtime)  # fmt: skip
     return sum(c.n_tokens for c in out) / (clock() - t0)
 
 
-def decode_step_ms(model, tokens: int) -> float:
-    """Milliseconds per one-slot `model.decode` (fixed ids: the model's step alone)."""
-    cache = model.new_cache(1)
-    model.prefill(cache, 0, [0])
-    t0 = clock()
-    for step in range(tokens):
-        model.decode(cache, [0], [step % VOCAB])
-    return (clock() - t0) / tokens * 1000
+def decode_step_ms(decoder, tokens: int) -> float:
+    """Milliseconds per one-slot `decode` (fixed ids: the step alone), `decoder` the model (torch)
+    or its ONNX Runtime step (`TextPipeline.decoder("onnx")`)."""
+    from genforge.models.text.gpt import small_ops
+
+    cache = decoder.new_cache(1)
+    decoder.prefill(cache, 0, [0])
+    with small_ops():
+        t0 = clock()
+        for step in range(tokens):
+            decoder.decode(cache, [0], [step % VOCAB])
+        return (clock() - t0) / tokens * 1000
 
 
 def sampler_ms(tokens: int) -> float:
@@ -120,6 +129,9 @@ def main() -> None:
     ap.add_argument(
         "--streams", type=int, nargs="+", default=[1], help="genforge streams per completion call"
     )
+    ap.add_argument(
+        "--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"], help="genforge decode runtimes"
+    )
     ap.add_argument("--profile", action="store_true", help="print the operations of 100 decode steps")
     ap.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU time (busy machines)")
     args = ap.parse_args()
@@ -135,24 +147,34 @@ def main() -> None:
     if args.profile:
         torch.set_num_threads(1)
         profile(pipe.model)
-    print("| threads | nanoGPT tok/s | genforge streams | genforge tok/s | ratio | decode ms | sampler ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    decoders = {runtime: pipe.decoder(runtime) for runtime in args.runtimes}  # onnx: exported here
+    if "onnx" in decoders and decoders["onnx"] is pipe.model:
+        sys.exit("the onnx runtime fell back to torch (see the warning above)")
+    print("| threads | nanoGPT tok/s | genforge streams | runtime | genforge tok/s | x nanoGPT | x torch "
+          "| decode ms | sampler ms |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
         torch.set_num_threads(threads)
         nanogpt_rate(nano, 20)  # warm-up
-        for streams in args.streams:
-            genforge_rate(pipe, 20, streams)
-        ng, gf = [], {s: [] for s in args.streams}
+        runs = [(streams, runtime) for streams in args.streams for runtime in args.runtimes]
+        for streams, runtime in runs:
+            genforge_rate(pipe, 20, streams, runtime)
+        ng, gf = [], {run: [] for run in runs}
+        steps: dict[str, list[float]] = {runtime: [] for runtime in args.runtimes}
         for _ in range(args.repeats):
             ng.append(nanogpt_rate(nano, args.tokens))
-            for streams in args.streams:
-                gf[streams].append(genforge_rate(pipe, args.tokens, streams))
-        parts = statistics.median(decode_step_ms(pipe.model, args.tokens) for _ in range(args.repeats))
+            for run in runs:
+                gf[run].append(genforge_rate(pipe, args.tokens, *run))
+            for runtime, decoder in decoders.items():
+                steps[runtime].append(decode_step_ms(decoder, args.tokens))
         sampling = statistics.median(sampler_ms(args.tokens) for _ in range(args.repeats))
-        for streams in args.streams:
-            ng_rate, gf_rate = statistics.median(ng), statistics.median(gf[streams])
-            print(f"| {threads} | {ng_rate:,.0f} | {streams} | {gf_rate:,.0f} | {gf_rate / ng_rate:.2f}x "
-                  f"| {parts:.3f} | {sampling:.3f} |", flush=True)  # fmt: skip
+        ng_rate = statistics.median(ng)
+        for streams, runtime in runs:
+            gf_rate = statistics.median(gf[streams, runtime])
+            base = statistics.median(gf[streams, "torch"]) if "torch" in args.runtimes else float("nan")
+            print(f"| {threads} | {ng_rate:,.0f} | {streams} | {runtime} | {gf_rate:,.0f} | {gf_rate / ng_rate:.2f}x "
+                  f"| {gf_rate / base:.2f}x | {statistics.median(steps[runtime]):.3f} | {sampling:.3f} |",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -223,6 +223,12 @@ def test_private_scenario_chains_dp_training_tstr_and_the_audit(tmp_path, monkey
     monkeypatch.setattr(UtilityRecipe.__init__, "__defaults__", (2, 64, 3e-3, 8, 16, 0))
     # and 20 public glyphs per digit instead of 1,000 (limit, per_class, seed, layout, slant)
     monkeypatch.setattr(GlyphsOptions.__init__, "__defaults__", (None, 20, 0, "free", 0.0))
+    # and a feature net trained 20 classifier steps instead of 1,500 (FeatureNetConfig's 6th field)
+    from genforge.models.mmd import FeatureNetConfig
+
+    defaults = list(FeatureNetConfig.__init__.__defaults__)
+    defaults[5] = 20
+    monkeypatch.setattr(FeatureNetConfig.__init__, "__defaults__", tuple(defaults))
     gates = {g.metric for g in load_scenario("private").evaluate.gates}
     assert gates == {"dp_epsilon", "tstr_accuracy", "mia_auc"}
     out = tmp_path / "private"
@@ -234,10 +240,12 @@ def test_private_scenario_chains_dp_training_tstr_and_the_audit(tmp_path, monkey
     assert 0 < values["dp_epsilon"] <= 10 and 0 <= values["tstr_accuracy"] <= 1 and 0 <= values["mia_auc"] <= 1
     # the public base (--steps budgets it too) cost no epsilon; the private run started from it
     assert summary["public"]["epsilon_spent"] == 0.0 and summary["public"]["train"]["step"] == 4
+    base = json.loads((out / "public" / "base" / "model.json").read_text())
+    assert base["statistics"]["feature_net"].startswith("trained on this run's data (20 classifier steps)")
     assert json.loads((out / "model.json").read_text())["init_from"]["path"] == summary["public"]["base_run"]
     m = json.loads((out / "metrics.json").read_text())
     attacks = set(m["metrics"]["mia_auc"]["details"]["attacks"])
-    assert attacks == {"distance_pixels", "distance_features", "vae_elbo", "vae_reconstruction"}
+    assert attacks == {"distance_pixels", "distance_features", "mmd_target"}
     html = (out / "report.html").read_text()
     assert "Differential privacy" in html and "Membership-inference AUC" in html and "TSTR" in html
     assert "Fine-tuned from the base run" in html

@@ -54,6 +54,10 @@ def serve(
     max_n: int = typer.Option(256, help="Most images per request (text: completions, prompts x n)."),
     max_tokens: int = typer.Option(1024, help="Text: most tokens one completion may generate."),
     max_prompt_tokens: int = typer.Option(4096, help="Text: most tokens in one prompt."),
+    text_runtime: str = typer.Option(
+        None, "--text-runtime", help="Text: decode step in torch | onnx (ONNX Runtime) | auto (default: "
+        "$GENFORGE_TEXT_RUNTIME, else auto: onnx for an fp32 model on the CPU)."
+    ),
     max_audio_seconds: float = typer.Option(
         30.0, help="Audio: longest upload /v1/enhance takes (413 beyond)."
     ),
@@ -111,6 +115,7 @@ def serve(
         max_n=max_n,
         max_tokens=max_tokens,
         max_prompt_tokens=max_prompt_tokens,
+        text_runtime=text_runtime,
         max_audio_seconds=max_audio_seconds,
         allowed_speakers=list(allow_speaker or ()),
         request_timeout_s=timeout,

@@ -116,6 +116,10 @@ def sample(
     top_k: int = typer.Option(None, "--top-k", help="Text: sample among the k most likely tokens."),
     top_p: float = typer.Option(None, "--top-p", help="Text: nucleus sampling, keep probability mass p."),
     stop: list[str] = typer.Option(None, "--stop", help="Text: end a completion at this string (repeatable)."),
+    runtime: str = typer.Option(
+        None, "--runtime", help="Text: decode step in torch | onnx (ONNX Runtime) | auto (default: "
+        "$GENFORGE_TEXT_RUNTIME, else auto: onnx for long CPU runs, where exporting the step pays off)."
+    ),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default cpu)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
@@ -128,7 +132,8 @@ def sample(
     options = {
         "n": n, "out": out, "seed": seed, "class_": class_, "speaker": speaker, "steps": steps, "interpolate": interpolate,
         "seed_b": seed_b, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
-        "top_k": top_k, "top_p": top_p, "stop": stop or None, "device": device, "overwrite": overwrite,
+        "top_k": top_k, "top_p": top_p, "stop": stop or None, "runtime": runtime, "device": device,
+        "overwrite": overwrite,
     }  # fmt: skip
     typer.echo(sample_run(run_dir, options))
 

@@ -192,8 +192,15 @@ class TextRoutes(ServiceRoutes):
     def start(self, pipeline: Any) -> None:
         cfg = self.state.config
         pipeline.model.eval()
+        # the model, or its decode step in ONNX Runtime (the same cache, prefill and contract),
+        # called through model.decode: the one entry point of the model's steps
+        decoder = pipeline.model
+        if hasattr(pipeline, "decoder") and (onnx := pipeline.decoder(cfg.text_runtime)) is not pipeline.model:
+            from genforge.models.text.onnx_decode import ThroughModel
+
+            decoder = ThroughModel(onnx)
         scheduler = DecodeScheduler(
-            pipeline.model,
+            decoder,
             pipeline.tokenizer,
             slots=cfg.max_batch,
             max_waiting=cfg.max_pending,
@@ -203,7 +210,8 @@ class TextRoutes(ServiceRoutes):
             scheduler.warmup(pipeline.encode_prompt(""))
         scheduler.start()
         self.scheduler = scheduler
-        log.info("continuous batching over %d KV-cache slots", cfg.max_batch)
+        runtime = "torch" if decoder is pipeline.model else "onnxruntime"
+        log.info("continuous batching over %d KV-cache slots (decode step: %s)", cfg.max_batch, runtime)
 
     def stop(self, timeout: float) -> bool:
         return self.scheduler is None or self.scheduler.close(timeout)

@@ -139,6 +139,9 @@ class ServeConfig:
     max_steps: int = 1000  # sampler steps per request (diffusion)
     max_tokens: int = 1024  # text: tokens one completion may generate
     max_prompt_tokens: int = 4096  # text: tokens of one prompt
+    # text: the decode step's runtime, auto | torch | onnx (models/text/onnx_decode.py); None = the
+    # pipeline's ($GENFORGE_TEXT_RUNTIME, else auto)
+    text_runtime: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     max_audio_seconds: float = 30.0  # audio: longest upload /v1/enhance takes (413 beyond)
     # audio: the speakers (ids or names) a client may request; empty = every speaker. A cloned voice
@@ -179,6 +182,8 @@ class ServeConfig:
             raise ConfigError(f"serve config: rate_limit must be >= 0 requests/s, got {self.rate_limit}")
         if self.rate_burst < 0:
             raise ConfigError(f"serve config: rate_burst must be >= 0, got {self.rate_burst}")
+        if self.text_runtime not in (None, "auto", "torch", "onnx"):
+            raise ConfigError(f"serve config: text_runtime must be auto, torch or onnx, got {self.text_runtime!r}")
         if self.http not in HTTP_IMPLS:
             raise ConfigError(f"serve config: http must be one of {', '.join(HTTP_IMPLS)}, got {self.http!r}")
         if self.loop not in LOOP_IMPLS:

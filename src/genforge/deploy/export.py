@@ -72,6 +72,7 @@ def _restore_spec(model: GenerativeModel, fn: Callable[..., torch.Tensor]) -> Ex
 EXPORT_SPECS: Registry[Callable[[GenerativeModel], ExportSpec]] = Registry("export spec")
 EXPORT_SPECS.register("gan", lambda m: _latent_spec(m, lambda m, *a: m.generator(*a)))
 EXPORT_SPECS.register("vae", lambda m: _latent_spec(m, lambda m, *a: m.likelihood.mean(m.decode(*a))))
+EXPORT_SPECS.register("mmd", EXPORT_SPECS.get("gan"))  # a generator of (z, labels), as a GAN's
 EXPORT_SPECS.register("dae", lambda m: _restore_spec(m, lambda m, x: m.net(x).clamp(-1.0, 1.0)))
 
 

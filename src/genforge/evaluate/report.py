@@ -307,17 +307,23 @@ def _privacy_section(info: dict[str, Any]) -> str:
     return "\n".join([
         f"<p>Trained with {esc(p.get('mechanism'))} ({esc(p.get('library'))}): <b>epsilon "
         f"{esc(p.get('epsilon'))}</b>{target} at delta {esc(p.get('delta'))}, {esc(p.get('accountant'))} accountant, "
-        f"for {esc(p.get('unit'))}. Private: {esc(', '.join(p.get('private_modules', [])))} (phases "
-        f"{esc(', '.join(p.get('private_phases', [])))}); trained without private data: "
+        f"for {esc(p.get('unit'))}. Private: {esc(_private_part(p))}; trained without private data: "
         f"{esc(', '.join(p.get('public_phases', [])) or 'nothing else')}.</p>",
         table(["setting", "value"], [[k, p.get(k)] for k in (
-            "noise_multiplier", "max_grad_norm", "sample_rate", "sampling", "expected_batch_size", "dataset_size",
+            "noise_multiplier", "max_grad_norm", "sensitivity", "sample_rate", "sampling", "expected_batch_size", "dataset_size",
             "steps", "planned_steps", "noise_multiplicity")]),
         '<p class="muted">The guarantee covers the weights and samples. The metrics, curves, nearest training '
         "images and data quality findings on this page are computed from the private data outside it: share "
         "this report only with those who may see the data (docs/privacy.md).</p>",
         *_base_note(info.get("init_from")),
     ])  # fmt: skip
+
+
+def _private_part(p: dict[str, Any]) -> str:
+    """What reads the private data: DP-SGD's private modules and phases, or a release's statistics."""
+    if p.get("private_modules"):
+        return f"{', '.join(p['private_modules'])} (phases {', '.join(p.get('private_phases', []))})"
+    return "only the released statistics (no weight is trained on a private example)"
 
 
 def _base_note(base: dict[str, Any] | None) -> list[str]:

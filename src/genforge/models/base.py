@@ -115,6 +115,12 @@ class GenerativeModel(nn.Module):
     private_modules: ClassVar[tuple[str, ...] | None] = None
     # model config fields a new private run starts from (the config file and --set still win)
     private_defaults: ClassVar[dict[str, Any]] = {}
+    # how --dp-epsilon makes the run private (train/privacy.py MECHANISMS): "dp-sgd" (noisy
+    # clipped gradients at every step) or "release" (one noisy release of `data_statistics`)
+    privacy_mechanism: ClassVar[str] = "dp-sgd"
+    # True: before its first step the trainer computes per-class means of the family's embedding
+    # over the training split (`statistics_shape`, `fit_statistics`, `set_targets`; models/mmd.py)
+    data_statistics: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         super().__init__()

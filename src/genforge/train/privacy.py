@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from genforge.core.errors import ConfigError, GenforgeError
+from genforge.core.registry import Registry
 from genforge.models.base import Batch
 from genforge.train import checkpoint as ckpt
 
@@ -216,21 +217,110 @@ def _not_in_place(module: nn.Module) -> None:
 # --- the trainer's part ------------------------------------------------------------------------------
 
 
-class PrivateTraining:
-    """DP-SGD for a built `Trainer`'s private phases (see the module docstring)."""
+class PrivacyMechanism:
+    """What every privacy mechanism of the trainer shares: the accountant (Opacus'), the noise
+    generator the checkpoints save, the public batches of the phases that must not read private
+    data, and the records. A family names its mechanism (`GenerativeModel.privacy_mechanism`):
+    "dp-sgd" (`PrivateTraining`, below) or "release" (train/privacy_release.py)."""
 
-    def __init__(self, trainer: Any, config: PrivacyConfig):
+    def _setup_common(self, trainer: Any, config: PrivacyConfig, num_examples: int) -> None:
         from opacus.accountants import create_accountant
 
-        self.config, self.trainer = config, trainer
-        model, tcfg, name = trainer.model, trainer.config, trainer.model_name
-        self._check_run(trainer)
-        self.num_examples, self.sample_rate = self._sampling(trainer)
+        self.config, self.trainer, self.num_examples = config, trainer, num_examples
         # what the modality adds to the record (text: the privacy unit, whether the tokenizer is covered)
         describe = getattr(trainer.feed, "privacy_record", None)
         self.feed_record: dict[str, Any] = describe() if describe is not None else {}
-        self.expected_batch = tcfg.batch_size
+        self.expected_batch = trainer.config.batch_size
         self._check_delta()
+        self.noise = torch.Generator(device=trainer.device).manual_seed(trainer.config.seed + NOISE_STREAM)
+        self.accountant = create_accountant(config.accountant)
+        self._public_classes = trainer._conditional_classes()
+        # a speaker-conditioned family's public phases (an audio GAN's generator) get speakers the same way
+        model = trainer.model
+        speakers = int(getattr(model.config, "num_speakers", 0) or 0)
+        self._public_speakers = speakers if getattr(model, "speaker_conditional", False) else 0
+
+    def _check_delta(self) -> None:
+        n, delta = self.num_examples, self.config.delta
+        if delta >= 1.0 / n:
+            suggestion = 10 ** math.floor(math.log10(0.1 / n))
+            raise ConfigError(
+                f"privacy.delta: {delta:g} is not below 1/N = 1/{n}: a run that publishes one random example "
+                f"in the clear meets such a delta; use e.g. {suggestion:g}"
+            )
+
+    @property
+    def steps_taken(self) -> int:
+        """Mechanism invocations the accountant has counted (DP-SGD steps, across resumes and
+        rolled-back steps too; a release: 1)."""
+        return sum(int(h[2]) for h in self.accountant.history)
+
+    def epsilon(self) -> float:
+        """The epsilon spent so far, from the accountant's history."""
+        if not self.accountant.history:
+            return 0.0
+        return float(self.accountant.get_epsilon(delta=self.config.delta))
+
+    def public_batch(self, batch: Batch, step: int, repeat: int) -> Batch:
+        """What a phase outside the private set sees: zeros of the expected batch size and, for
+        a conditional model, labels (and speakers, for a speaker-conditioned one) drawn uniformly
+        (not the private class or speaker mix)."""
+        data = batch.data
+        zeros = data.new_zeros((self.expected_batch, *data.shape[1:]))
+        seed = np.random.SeedSequence([self.trainer.config.seed, step, repeat, PUBLIC_STREAM])
+        gen = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+        labels, speakers = (
+            torch.randint(0, n, (self.expected_batch,), generator=gen).to(data.device) if n else None
+            for n in (self._public_classes, self._public_speakers)
+        )
+        return Batch(zeros, labels, speakers=speakers)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "accountant": self.config.accountant,
+            "history": [[float(s), float(q), int(n)] for s, q, n in self.accountant.history],
+            "noise": ckpt.generator_state(self.noise),
+        }
+
+    def load_state_dict(self, state: dict[str, Any] | None, *, keep_spent: bool = False) -> None:
+        """Restore a checkpoint's privacy state. `keep_spent` (a divergence rollback): keep the
+        accountant's history, so the steps rolled back still count as spent."""
+        if not state:
+            raise GenforgeError("checkpoint has no privacy state: it was written by a run without DP")
+        if state.get("accountant") != self.config.accountant:
+            raise GenforgeError(
+                f"checkpoint's privacy accountant is {state.get('accountant')!r}, the run's {self.config.accountant!r}"
+            )
+        if not keep_spent:
+            self.accountant.history = [(float(s), float(q), int(n)) for s, q, n in state["history"]]
+        ckpt.set_generator_state(self.noise, state["noise"])
+
+    def setup(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """What was private and what it cost: model.json's `privacy`."""
+        return {"epsilon": self.epsilon(), "steps": self.steps_taken, **self.setup()}
+
+    def log_values(self) -> dict[str, float]:
+        return {"privacy/epsilon": self.epsilon(), "privacy/dp_steps": self.steps_taken}
+
+    @staticmethod
+    def public_dataset_info(info: dict[str, Any]) -> dict[str, Any]:
+        """The dataset description a DP run records: without the private split's class counts
+        (sampling then draws classes uniformly)."""
+        return {k: v for k, v in info.items() if k != "class_counts"}
+
+
+class PrivateTraining(PrivacyMechanism):
+    """DP-SGD for a built `Trainer`'s private phases (see the module docstring)."""
+
+    def __init__(self, trainer: Any, config: PrivacyConfig):
+        model, tcfg, name = trainer.model, trainer.config, trainer.model_name
+        self.config = config
+        self._check_run(trainer)
+        num_examples, self.sample_rate = self._sampling(trainer)
+        self._setup_common(trainer, config, num_examples)
 
         specs = {p.name: p for p in model.phases()}
         declared = model.private_modules
@@ -302,8 +392,6 @@ class PrivateTraining:
         # then fires on output gradients: that is all Opacus needs
         warnings.filterwarnings("ignore", "Full backward hook is firing when gradients are computed with respect "
                                 "to module outputs", UserWarning)  # fmt: skip
-        self.noise = torch.Generator(device=trainer.device).manual_seed(tcfg.seed + NOISE_STREAM)
-        self.accountant = create_accountant(config.accountant)
         hook = self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)
         for ph in private:
             ph.optimizer = DPOptimizer(
@@ -316,11 +404,6 @@ class PrivateTraining:
             )
             ph.optimizer.attach_step_hook(hook)
             ph.clip_grad_norm = 0.0  # per-example clipping replaces the phase's global clip
-        self._public_classes = trainer._conditional_classes()
-        # a speaker-conditioned family's public phases (an audio GAN's generator) get speakers the same way
-        model = trainer.model
-        speakers = int(getattr(model.config, "num_speakers", 0) or 0)
-        self._public_speakers = speakers if getattr(model, "speaker_conditional", False) else 0
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -357,15 +440,6 @@ class PrivateTraining:
                 "to train on fixed-size batches (the reported epsilon then assumes a sampling the run does not do)"
             )
         return int(n), trainer.config.batch_size / int(n)
-
-    def _check_delta(self) -> None:
-        n, delta = self.num_examples, self.config.delta
-        if delta >= 1.0 / n:
-            suggestion = 10 ** math.floor(math.log10(0.1 / n))
-            raise ConfigError(
-                f"privacy.delta: {delta:g} is not below 1/N = 1/{n}: a run that publishes one random example "
-                f"in the clear meets such a delta; use e.g. {suggestion:g}"
-            )
 
     def _set_noise_multiplicity(self, model: nn.Module, name: str) -> None:
         k = self.config.noise_multiplicity
@@ -408,17 +482,12 @@ class PrivateTraining:
             return safe
         return largest_steps(lambda n: self.epsilon_after(n) <= target, safe)
 
-    @property
-    def steps_taken(self) -> int:
-        """DP-SGD steps the accountant has counted (across resumes, and rolled-back steps too)."""
-        return sum(int(h[2]) for h in self.accountant.history)
-
     def epsilon(self) -> float:
         """The epsilon spent so far, from the accountant's history."""
         history = self.accountant.history
         if all((s, q) == (self.noise_multiplier, self.sample_rate) for s, q, _ in history):
             return self.epsilon_after(self.steps_taken)  # one (sigma, q): the same number, cached
-        return float(self.accountant.get_epsilon(delta=self.config.delta))
+        return super().epsilon()
 
     def exhausted(self, step: int) -> str | None:
         """The Budget's stop rule: why trainer step `step` must not run, or None."""
@@ -466,20 +535,6 @@ class PrivateTraining:
         finally:
             self._enable_hooks(False)
 
-    def public_batch(self, batch: Batch, step: int, repeat: int) -> Batch:
-        """What a phase outside the private set sees: zeros of the expected batch size and, for
-        a conditional model, labels (and speakers, for a speaker-conditioned one) drawn uniformly
-        (not the private class or speaker mix)."""
-        data = batch.data
-        zeros = data.new_zeros((self.expected_batch, *data.shape[1:]))
-        seed = np.random.SeedSequence([self.trainer.config.seed, step, repeat, PUBLIC_STREAM])
-        gen = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
-        labels, speakers = (
-            torch.randint(0, n, (self.expected_batch,), generator=gen).to(data.device) if n else None
-            for n in (self._public_classes, self._public_speakers)
-        )
-        return Batch(zeros, labels, speakers=speakers)
-
     def _noise_only_step(self, ph: Any) -> None:
         """The step of an empty Poisson batch: no example, so zero clipped gradients plus noise."""
         ph.optimizer.zero_grad(set_to_none=True)
@@ -503,26 +558,6 @@ class PrivateTraining:
             "noise_multiplier": self.noise_multiplier,
             "steps": self.planned_steps,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "accountant": self.config.accountant,
-            "history": [[float(s), float(q), int(n)] for s, q, n in self.accountant.history],
-            "noise": ckpt.generator_state(self.noise),
-        }
-
-    def load_state_dict(self, state: dict[str, Any] | None, *, keep_spent: bool = False) -> None:
-        """Restore a checkpoint's privacy state. `keep_spent` (a divergence rollback): keep the
-        accountant's history, so the steps rolled back still count as spent."""
-        if not state:
-            raise GenforgeError("checkpoint has no privacy state: it was written by a run without DP")
-        if state.get("accountant") != self.config.accountant:
-            raise GenforgeError(
-                f"checkpoint's privacy accountant is {state.get('accountant')!r}, the run's {self.config.accountant!r}"
-            )
-        if not keep_spent:
-            self.accountant.history = [(float(s), float(q), int(n)) for s, q, n in state["history"]]
-        ckpt.set_generator_state(self.noise, state["noise"])
 
     def setup(self) -> dict[str, Any]:
         """What is private and how (run.json's `private_training`, written before training)."""
@@ -551,18 +586,28 @@ class PrivateTraining:
             **self.feed_record,
         }
 
-    def record(self) -> dict[str, Any]:
-        """What was private and what it cost: model.json's `privacy`."""
-        return {"epsilon": self.epsilon(), "steps": self.steps_taken, **self.setup()}
+MECHANISMS: Registry[type[PrivacyMechanism]] = Registry(
+    "privacy mechanism", lambda name, cls: _check_mechanism(name, cls)
+)
 
-    def log_values(self) -> dict[str, float]:
-        return {"privacy/epsilon": self.epsilon(), "privacy/dp_steps": self.steps_taken}
 
-    @staticmethod
-    def public_dataset_info(info: dict[str, Any]) -> dict[str, Any]:
-        """The dataset description a DP run records: without the private split's class counts
-        (sampling then draws classes uniformly)."""
-        return {k: v for k, v in info.items() if k != "class_counts"}
+def _check_mechanism(name: str, cls: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, PrivacyMechanism)):
+        raise TypeError(f"privacy mechanism {name!r}: expected a PrivacyMechanism subclass, got {cls!r}")
+
+
+MECHANISMS.register("dp-sgd", PrivateTraining)
+
+
+def build_mechanism(trainer: Any, config: PrivacyConfig) -> PrivacyMechanism:
+    """The mechanism the trainer's model names (`GenerativeModel.privacy_mechanism`)."""
+    name = trainer.model.privacy_mechanism
+    if name not in MECHANISMS:
+        import genforge.train.privacy_release  # noqa: F401  (registers "release")
+    if name not in MECHANISMS:
+        raise ConfigError(f"model {trainer.model_name}: unknown privacy mechanism {name!r} "
+                          f"(known: {', '.join(MECHANISMS.names())})")  # fmt: skip
+    return MECHANISMS.get(name)(trainer, config)
 
 
 # --- readers for the later stages (evaluate, report, deploy) -------------------------------------------

@@ -74,6 +74,7 @@ def write_text_samples(run_dir: Path, opts: dict[str, Any]) -> str:
         top_p=opts.get("top_p"),
         stop=[unescape(s) for s in opts.get("stop") or []],
         seed=int(opts.get("seed", 0)),
+        runtime=opts.get("runtime"),
     )
     if out is None:
         return format_text(completions).rstrip("\n")
@@ -83,5 +84,7 @@ def write_text_samples(run_dir: Path, opts: dict[str, Any]) -> str:
 
 SAMPLE_WRITERS.register(
     "text",
-    SampleWriter(frozenset({"prompt", "max_tokens", "temperature", "top_k", "top_p", "stop"}), write_text_samples),
+    SampleWriter(
+        frozenset({"prompt", "max_tokens", "temperature", "top_k", "top_p", "stop", "runtime"}), write_text_samples
+    ),
 )

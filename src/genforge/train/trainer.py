@@ -133,9 +133,9 @@ class Trainer:
         # DP-SGD (train/privacy.py): wraps the private phases' optimisers, hooks their modules
         self.private = None
         if self.privacy is not None:
-            from genforge.train.privacy import PrivateTraining
+            from genforge.train.privacy import build_mechanism
 
-            self.private = PrivateTraining(self, self.privacy)
+            self.private = build_mechanism(self, self.privacy)
         self.ema = (
             EMA(self.model, self.model.ema_modules, config.ema_decay, config.ema_warmup)
             if config.ema and self.model.ema_modules
@@ -359,6 +359,9 @@ class Trainer:
     def _fit(self, resume: bool) -> dict[str, Any]:
         main = self.ctx.is_main
         resumed_from = self._resume() if resume else None
+        self.statistics_record: dict[str, Any] | None = None
+        if resumed_from is None and self.model.data_statistics:
+            self._fit_statistics()  # a resumed run has its targets in the checkpoint's weights
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_run_json()
@@ -429,6 +432,23 @@ class Trainer:
             "elapsed": self.elapsed(),
             "stop_reason": reason,
         }
+
+    def _fit_statistics(self) -> None:
+        """The one pass over the training split a `data_statistics` family trains against
+        (train/statistics.py): per-class means of its embedding, released with noise under
+        privacy (train/privacy_release.py). Its time counts against the run's time budget."""
+        from genforge.train.statistics import ClassMeans
+
+        t0 = time.monotonic()
+        rows, dim = self.model.statistics_shape()
+        stats = ClassMeans(rows, dim).add_all(self.model.fit_statistics(self.feed.examples, self.private is not None))
+        means, _ = self.private.release(stats) if self.private is not None else stats.means()
+        self.model.set_targets(means.to(self.device))
+        seconds = time.monotonic() - t0
+        self.elapsed_before += seconds
+        self.statistics_record = {**getattr(self.model, "statistics_info", {}), "examples": stats.examples,
+                                  "rows": rows, "dim": dim, "seconds": round(seconds, 2),
+                                  "noise_multiplier": getattr(self.private, "noise_multiplier", 0.0)}  # fmt: skip
 
     def _run_callbacks(self, hook: str, *args: Any) -> None:
         """Call `hook` of every callback on the main process, leaving the training RNG streams as they were."""
@@ -538,6 +558,7 @@ class Trainer:
             "genforge_version": __version__,
             **self._init_from_record(),
             **({"privacy": self.private.record()} if self.private is not None else {}),
+            **({"statistics": self.statistics_record} if self.statistics_record else {}),
         }
         ctx = self.ema.applied() if use_ema else contextlib.nullcontext()
         with ctx:

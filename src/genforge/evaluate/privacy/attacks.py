@@ -83,8 +83,19 @@ def text_scores(model: Any, records: Records, cfg: MembershipConfig, seed: int) 
     return {"text_loss": -_per_record([model.nll(records.data[b]).mean(1) for b in records.batches(cfg.batch_size)])}
 
 
+def mmd_scores(model: Any, records: Records, cfg: MembershipConfig, seed: int) -> dict[str, np.ndarray]:
+    """The released statistic itself: a record's embedding against its class's target mean (a
+    member's own phi is part of that mean, pulling it towards the record by |phi|^2 / n)."""
+    out = []
+    for b in records.batches(cfg.batch_size):
+        rows = records.labels[b] if model.conditional else torch.zeros(b.stop - b.start, dtype=torch.long)
+        out.append((model.embed(records.data[b]) * model.targets[rows]).sum(1))
+    return {"mmd_target": _per_record(out)}
+
+
 FAMILY_ATTACKS.register("gan", FamilyAttack("gan_", gan_scores, "the discriminator's score"))
 FAMILY_ATTACKS.register("vae", FamilyAttack("vae_", vae_scores, "ELBO / reconstruction error"))
 FAMILY_ATTACKS.register("diffusion", FamilyAttack("diffusion_", diffusion_scores,
                                                   "denoising loss at a fixed noise level (mean over fixed draws)"))  # fmt: skip
+FAMILY_ATTACKS.register("mmd", FamilyAttack("mmd_", mmd_scores, "the record's embedding against its class's target mean"))
 FAMILY_ATTACKS.register("transformer", FamilyAttack("text_", text_scores, "the model's loss on the record"))

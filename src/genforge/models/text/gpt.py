@@ -38,6 +38,8 @@ from genforge.models.registry import MODELS
 # attend(layer_index, q, k, v) -> (B, H, T, D): how a block's attention reads keys and values
 # (plain causal for training; writing into and reading from a KV cache for inference)
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# step(cache, slots, ids, lengths) -> logits (S, vocab): one token per slot through the KV cache
+CachedStep = Callable[["KVCache", list[int], list[int], list[int]], torch.Tensor]
 
 
 @dataclass
@@ -518,10 +520,28 @@ class GPT(GenerativeModel):
 
     @torch.inference_mode()  # no autograd bookkeeping: a decode step is mostly per-operation cost
     def decode(
-        self, cache: KVCache, slots: torch.Tensor | Sequence[int], ids: torch.Tensor | Sequence[int]
+        self,
+        cache: KVCache,
+        slots: torch.Tensor | Sequence[int],
+        ids: torch.Tensor | Sequence[int],
+        step: CachedStep | None = None,
     ) -> torch.Tensor:
         """One new token for each of S slots (lengths may differ): logits (S, vocab). Slots and ids
-        may be tensors or lists of ints (a list skips a tensor round trip)."""
+        may be tensors or lists of ints (a list skips a tensor round trip). `step` replaces the
+        torch step through the cache (`_decode_cached`'s contract), e.g. ONNX Runtime's
+        (models.text.onnx_decode)."""
+        slot_list, id_list, lengths = self.begin_decode(cache, slots, ids)
+        with small_ops():
+            out = self._decode(cache, slot_list, id_list, lengths, step or self._decode_cached)
+        for s in slot_list:
+            cache.lengths[s] += 1
+        return out
+
+    def begin_decode(
+        self, cache: KVCache, slots: torch.Tensor | Sequence[int], ids: torch.Tensor | Sequence[int]
+    ) -> tuple[list[int], list[int], list[int]]:
+        """A decode step's checks and token bookkeeping: (slots, ids, lengths before the step) as
+        lists; the step then runs and adds one to each slot's length."""
         slot_list, id_list = _ints(slots), _ints(ids)
         if len(slot_list) != len(id_list):
             raise GenforgeError(f"decode: {len(slot_list)} slots but {len(id_list)} token ids")
@@ -532,26 +552,23 @@ class GPT(GenerativeModel):
             raise GenforgeError(f"decode: token ids must be in [0, {self.config.vocab_size}), got {id_list}")
         for s, tok in zip(slot_list, id_list, strict=True):
             cache.tokens[s].append(tok)
-        with small_ops():
-            out = self._decode(cache, slot_list, id_list, lengths)
-        for s in slot_list:
-            cache.lengths[s] += 1
-        return out
+        return slot_list, id_list, lengths
 
-    def _decode(self, cache: KVCache, slots: list[int], ids: list[int], lengths: list[int]) -> torch.Tensor:
+    def _decode(self, cache: KVCache, slots: list[int], ids: list[int], lengths: list[int],
+                cached: CachedStep) -> torch.Tensor:  # fmt: skip
         window = cache.window
         # learned positions past the context: recompute the last block_size tokens (no cache)
         overflow = [] if self.transformer.pos.sliding_window else [j for j, n in enumerate(lengths) if n >= window]
         if not overflow:
-            return self._decode_cached(cache, slots, ids, lengths)
+            return cached(cache, slots, ids, lengths)
         device = cache.k.device
         out = torch.empty(len(slots), self.config.vocab_size, dtype=torch.float32, device=device)
         windows = torch.tensor([cache.tokens[slots[j]][-window:] for j in overflow], device=device)
         out[overflow] = self(windows)[:, -1].float()
-        cached = [j for j in range(len(slots)) if j not in set(overflow)]
-        if cached:
-            out[cached] = self._decode_cached(
-                cache, [slots[j] for j in cached], [ids[j] for j in cached], [lengths[j] for j in cached]
+        rest = [j for j in range(len(slots)) if j not in set(overflow)]
+        if rest:
+            out[rest] = cached(
+                cache, [slots[j] for j in rest], [ids[j] for j in rest], [lengths[j] for j in rest]
             )
         return out
 

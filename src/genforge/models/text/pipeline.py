@@ -2,6 +2,12 @@
 
 `load_pipeline(RUN_DIR)` returns a `TextPipeline` for a text model (the run directory holds the
 tokenizer the model was trained with, `tokenizer.json`, beside its weights).
+
+Decode runtime (`runtime`, per pipeline or per `complete` call; default $GENFORGE_TEXT_RUNTIME,
+else auto): torch (the model's own step), onnx (the step in ONNX Runtime, models.text.onnx_decode),
+auto (onnx for an fp32 CPU gpt when onnxruntime imports and the step exports, else torch). Both
+draw from the same sampler on their logits: the same seed gives the same tokens up to float
+rounding of the logits.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.models.pipeline import PIPELINES, RunPipeline
 from genforge.models.text.gpt import small_ops
+from genforge.models.text.onnx_decode import check_runtime, default_runtime, text_decoder
 from genforge.models.text.sampling import SamplingParams, TextStream, next_tokens, sequence_generator
 
 # an empty prompt starts the model after a line break, as nanoGPT's sample.py does: the corpus'
@@ -43,8 +50,10 @@ class Completion:
 class TextPipeline(RunPipeline):
     # model: a text model with new_cache / prefill / decode (models.text.gpt.GPT)
     tokenizer: Any = None  # read from RUN_DIR/tokenizer.json when not given
+    runtime: str = field(default_factory=default_runtime)  # decode step: auto | torch | onnx
 
     def __post_init__(self) -> None:
+        check_runtime(self.runtime)
         if self.tokenizer is None:
             from genforge.data.text.tokenizer import TOKENIZER_FILE, load_tokenizer
 
@@ -84,9 +93,11 @@ class TextPipeline(RunPipeline):
         top_p: float | None = None,
         stop: Sequence[str] | str | None = None,
         seed: int = 0,
+        runtime: str | None = None,
     ) -> list[Completion]:
         """n completions of each prompt, prompt-major; completion i draws from its own
-        generator seeded by (seed, i), so each is reproducible whatever else is in the batch."""
+        generator seeded by (seed, i), so each is reproducible whatever else is in the batch.
+        `runtime` (auto | torch | onnx) overrides the pipeline's for this call."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if n < 1:
@@ -98,13 +109,19 @@ class TextPipeline(RunPipeline):
         jobs = [(p, i * n + j) for i, p in enumerate(prompts) for j in range(n)]
         out: list[Completion] = []
         self.model.eval()
+        decoder = self.decoder(runtime, tokens=len(jobs) * max_tokens)
         for start in range(0, len(jobs), MAX_SLOTS):
-            out += self._complete_round(jobs[start : start + MAX_SLOTS], max_tokens, params, stops, seed)
+            out += self._complete_round(jobs[start : start + MAX_SLOTS], max_tokens, params, stops, seed, decoder)
         return out
 
+    def decoder(self, runtime: str | None = None, tokens: int | None = None) -> Any:
+        """What decodes under `runtime` (the pipeline's by default) at most `tokens` tokens (None:
+        a long-lived caller, such as the service): the model (torch) or its ONNX Runtime step
+        (models.text.onnx_decode.text_decoder); both have new_cache / prefill / decode."""
+        return text_decoder(self.model, check_runtime(runtime or self.runtime), tokens)
+
     def _complete_round(self, jobs: list[tuple[str, int]], max_tokens: int, params: SamplingParams,
-                        stops: list[str], seed: int) -> list[Completion]:  # fmt: skip
-        model = self.model
+                        stops: list[str], seed: int, model: Any) -> list[Completion]:  # fmt: skip
         cache = model.new_cache(len(jobs))
         first_logits: dict[str, tuple[int, torch.Tensor]] = {}  # prompt -> (slot, logits)
         logits = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from genforge.core.errors import ConfigError
 from genforge.core.modality import lookup, modality_registry
 
 # modality -> Feed subclass
@@ -34,6 +35,11 @@ class Feed:
     def check_base_run(self, base_run: Path) -> None:
         """Raise ConfigError when a fine-tuning run's base (`--init-from`) cannot continue on
         this data (e.g. it reads tokens with another tokenizer)."""
+
+    def examples(self) -> Any:
+        """Every example of the training split once, in order, unaugmented, as `Batch`es: the
+        statistics pass of a `data_statistics` family (train/statistics.py)."""
+        raise ConfigError("this modality's feed cannot pass over its training examples (no statistics pass)")
 
     def next_batch(self) -> Any:
         """The next `Batch` (data on the trainer's device)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genforge.core.errors import ConfigError
@@ -54,6 +56,15 @@ class ImageFeed(Feed):
             images = self.augment(images, self.generator)
         labels = raw.labels.to(self.device, non_blocking=True) if self.labelled else None
         return Batch(images, labels)
+
+    def examples(self, batch_size: int = 500) -> Iterator[Batch]:
+        """Every example of the training split once, in order, unaugmented (a statistics pass)."""
+        split = self.dataset.split(self.split_name)
+        labels = np.asarray(split.labels) if self.labelled else None
+        for i in range(0, len(split), batch_size):
+            raw = torch.from_numpy(np.array(split.images[i : i + batch_size])).permute(0, 3, 1, 2)  # a writable copy
+            y = torch.from_numpy(labels[i : i + batch_size]).long().to(self.device) if labels is not None else None
+            yield Batch(to_float(raw, self.device), y)
 
     def state_dict(self) -> dict[str, Any]:
         return self.loader.state_dict()
