@@ -298,6 +298,32 @@ class PrivacyMechanism:
     def setup(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _setup_fields(self, mechanism: str, library_note: str = "") -> dict[str, Any]:
+        """The fields of `setup()` every mechanism records."""
+        import opacus
+
+        c = self.config
+        return {
+            "mechanism": mechanism,
+            "library": f"opacus {opacus.__version__}{library_note}",
+            "delta": c.delta,
+            "target_epsilon": c.epsilon,
+            "accountant": c.accountant,
+            "noise_multiplier": self.noise_multiplier,
+            "dataset_size": self.num_examples,
+            "planned_steps": self.planned_steps,
+            "unit": "one training example, added or removed",
+            "secure_rng": False,
+            **self.feed_record,
+        }
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The config as run.json keeps it: with the noise multiplier used and the steps it was
+        planned for, so a resumed run (whatever its new step budget) trains with the same noise."""
+        from genforge.core.config import to_dict
+
+        return {**to_dict(self.config), "noise_multiplier": self.noise_multiplier, "steps": self.planned_steps}
+
     def record(self) -> dict[str, Any]:
         """What was private and what it cost: model.json's `privacy`."""
         return {"epsilon": self.epsilon(), "steps": self.steps_taken, **self.setup()}
@@ -548,43 +574,21 @@ class PrivateTraining(PrivacyMechanism):
 
     # --- state and records -----------------------------------------------------------------------
 
-    def resolved_config(self) -> dict[str, Any]:
-        """The config as run.json keeps it: with the noise multiplier used and the steps it was
-        planned for, so a resumed run (whatever its new step budget) trains with the same noise."""
-        from genforge.core.config import to_dict
-
-        return {
-            **to_dict(self.config),
-            "noise_multiplier": self.noise_multiplier,
-            "steps": self.planned_steps,
-        }
-
     def setup(self) -> dict[str, Any]:
         """What is private and how (run.json's `private_training`, written before training)."""
-        import opacus
-
         c = self.config
         return {
-            "mechanism": "DP-SGD",
-            "library": f"opacus {opacus.__version__}",
-            "delta": c.delta,
-            "target_epsilon": c.epsilon,
-            "accountant": c.accountant,
-            "noise_multiplier": self.noise_multiplier,
+            **self._setup_fields("DP-SGD"),
             "max_grad_norm": c.max_grad_norm,
             "sample_rate": self.sample_rate,
             "sampling": "poisson" if c.poisson else "fixed-size batches (the accountant assumes Poisson)",
             "expected_batch_size": self.expected_batch,
-            "dataset_size": self.num_examples,
-            "planned_steps": self.planned_steps,
             "noise_multiplicity": c.noise_multiplicity,
             "private_modules": self.module_names,
             "private_phases": self.private_phases,
             "public_phases": self.public_phases,
-            "unit": "one training example, added or removed",
-            "secure_rng": False,
-            **self.feed_record,
         }
+
 
 MECHANISMS: Registry[type[PrivacyMechanism]] = Registry(
     "privacy mechanism", lambda name, cls: _check_mechanism(name, cls)

@@ -45,6 +45,7 @@ class PrivateRelease(PrivacyMechanism):
             else calibrate_noise(config.epsilon, config.delta, 1.0, 1, config.accountant)
         )
         self.phases = [ph.name for ph in trainer.phases]
+        self.planned_steps = 1  # one release
 
     # --- the release -------------------------------------------------------------------------
 
@@ -66,32 +67,15 @@ class PrivateRelease(PrivacyMechanism):
     def run_phase(self, ph: Any, batch: Batch, step: int, repeat: int, body: Any) -> None:
         body(ph, self.public_batch(batch, step, repeat), step)
 
-    def resolved_config(self) -> dict[str, Any]:
-        from genforge.core.config import to_dict
-
-        return {**to_dict(self.config), "noise_multiplier": self.noise_multiplier, "steps": 1}
-
     def setup(self) -> dict[str, Any]:
-        import opacus
-
-        c = self.config
         return {
-            "mechanism": "Gaussian mechanism: one release of per-class embedding sums and counts",
-            "library": f"opacus {opacus.__version__} (accountant)",
-            "delta": c.delta,
-            "target_epsilon": c.epsilon,
-            "accountant": c.accountant,
-            "noise_multiplier": self.noise_multiplier,
+            **self._setup_fields("Gaussian mechanism: one release of per-class embedding sums and counts",
+                                 " (accountant)"),
             "sensitivity": 1.0,
             "sample_rate": 1.0,
-            "dataset_size": self.num_examples,
-            "planned_steps": 1,
             "private_modules": [],
             "private_phases": [],
             "public_phases": self.phases,
-            "unit": "one training example, added or removed",
-            "secure_rng": False,
-            **self.feed_record,
         }
 
 
