@@ -245,7 +245,7 @@ def test_private_scenario_chains_dp_training_tstr_and_the_audit(tmp_path, monkey
     assert json.loads((out / "model.json").read_text())["init_from"]["path"] == summary["public"]["base_run"]
     m = json.loads((out / "metrics.json").read_text())
     attacks = set(m["metrics"]["mia_auc"]["details"]["attacks"])
-    assert attacks == {"distance_pixels", "distance_features", "mmd_target"}
+    assert attacks == {"distance_pixels", "distance_features", "mmd_target", "mmd_feature_loss"}
     html = (out / "report.html").read_text()
     assert "Differential privacy" in html and "Membership-inference AUC" in html and "TSTR" in html
     assert "Fine-tuned from the base run" in html

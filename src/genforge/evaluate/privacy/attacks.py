@@ -85,12 +85,18 @@ def text_scores(model: Any, records: Records, cfg: MembershipConfig, seed: int) 
 
 def mmd_scores(model: Any, records: Records, cfg: MembershipConfig, seed: int) -> dict[str, np.ndarray]:
     """The released statistic itself: a record's embedding against its class's target mean (a
-    member's own phi is part of that mean, pulling it towards the record by |phi|^2 / n)."""
-    out = []
+    member's own phi is part of that mean, pulling it towards the record by |phi|^2 / n); and,
+    for a conditional model, minus the feature net's classification loss on the record (a feature
+    net trained on the data, as in a run without privacy, fits its members better)."""
+    target, loss = [], []
     for b in records.batches(cfg.batch_size):
-        rows = records.labels[b] if model.conditional else torch.zeros(b.stop - b.start, dtype=torch.long)
-        out.append((model.embed(records.data[b]) * model.targets[rows]).sum(1))
-    return {"mmd_target": _per_record(out)}
+        x = records.data[b]
+        rows = records.labels[b] if model.conditional else torch.zeros(len(x), dtype=torch.long)
+        target.append((model.embed(x) * model.targets[rows]).sum(1))
+        if model.conditional:
+            logits = model.features((x + 1) / 2)
+            loss.append(-torch.nn.functional.cross_entropy(logits, rows, reduction="none"))
+    return {"mmd_target": _per_record(target), **({"mmd_feature_loss": _per_record(loss)} if loss else {})}
 
 
 FAMILY_ATTACKS.register("gan", FamilyAttack("gan_", gan_scores, "the discriminator's score"))
