@@ -41,7 +41,8 @@ def test_glyphs_are_seeded_deterministic_and_balanced(fonts):
     assert {k: int((a.labels == k).sum()) for k in "ABC"} == {"A": 12, "B": 12, "C": 12}
     # white glyphs on black, as MNIST: ink covers a minority of each image, the border stays dark
     ink = (a.images > 127).mean(axis=(1, 2))
-    assert 0.02 < ink.min() and ink.max() < 0.6
+    # (a thin font such as DejaVu Sans ExtraLight inks ~1.5% of the image: every glyph has some ink)
+    assert 0.005 < ink.min() and 0.03 < np.median(ink) and ink.max() < 0.6
     assert a.images[:, 0, :].max() < 64 and a.images[:, -1, :].max() < 64
     # several fonts per class: the same letter is drawn differently
     same = a.images[a.labels == "A"].astype(np.int16)
