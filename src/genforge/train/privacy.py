@@ -223,7 +223,8 @@ class PrivacyMechanism:
     data, and the records. A family names its mechanism (`GenerativeModel.privacy_mechanism`):
     "dp-sgd" (`PrivateTraining`, below) or "release" (train/privacy_release.py)."""
 
-    def _setup_common(self, trainer: Any, config: PrivacyConfig, num_examples: int) -> None:
+    def _setup_common(self, trainer: Any, config: PrivacyConfig, num_examples: int,
+                      noise_device: Any = None) -> None:  # fmt: skip
         from opacus.accountants import create_accountant
 
         self.config, self.trainer, self.num_examples = config, trainer, num_examples
@@ -232,7 +233,8 @@ class PrivacyMechanism:
         self.feed_record: dict[str, Any] = describe() if describe is not None else {}
         self.expected_batch = trainer.config.batch_size
         self._check_delta()
-        self.noise = torch.Generator(device=trainer.device).manual_seed(trainer.config.seed + NOISE_STREAM)
+        device = trainer.device if noise_device is None else noise_device
+        self.noise = torch.Generator(device=device).manual_seed(trainer.config.seed + NOISE_STREAM)
         self.accountant = create_accountant(config.accountant)
         self._public_classes = trainer._conditional_classes()
         # a speaker-conditioned family's public phases (an audio GAN's generator) get speakers the same way

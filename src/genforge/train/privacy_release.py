@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from genforge.core.errors import ConfigError
 from genforge.models.base import Batch
-from genforge.train.privacy import MECHANISMS, NOISE_STREAM, PrivacyConfig, PrivacyMechanism, calibrate_noise
+from genforge.train.privacy import MECHANISMS, PrivacyConfig, PrivacyMechanism, calibrate_noise
 
 
 class PrivateRelease(PrivacyMechanism):
@@ -34,9 +32,8 @@ class PrivateRelease(PrivacyMechanism):
         n = len(trainer.dataset.split(trainer.config.split))
         if trainer.ctx.world_size > 1:
             raise ConfigError("privacy: a released-statistics run trains in one process; run it without torchrun")
-        self._setup_common(trainer, config, n)
         # the release draws its noise on the CPU, where the statistics are summed
-        self.noise = torch.Generator().manual_seed(trainer.config.seed + NOISE_STREAM)
+        self._setup_common(trainer, config, n, noise_device="cpu")
         if config.noise_multiplicity != 1:
             raise ConfigError("privacy.noise_multiplicity: only DP-SGD on diffusion models averages noise levels")
         self.noise_multiplier = (
