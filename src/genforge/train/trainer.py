@@ -153,6 +153,8 @@ class Trainer:
         self.images_seen = 0
         self.elapsed_before = 0.0
         self.last_metrics: dict[str, Any] = {}
+        # what the statistics pass of a `data_statistics` family did (checkpointed: a resume keeps it)
+        self.statistics_record: dict[str, Any] | None = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n: dict[str, int] = {}
         self._log: MetricsLog | None = None
@@ -359,7 +361,6 @@ class Trainer:
     def _fit(self, resume: bool) -> dict[str, Any]:
         main = self.ctx.is_main
         resumed_from = self._resume() if resume else None
-        self.statistics_record: dict[str, Any] | None = None
         if resumed_from is None and self.model.data_statistics:
             self._fit_statistics()  # a resumed run has its targets in the checkpoint's weights
         if main:
@@ -636,6 +637,7 @@ class Trainer:
             "metrics": {k: v for k, v in self.last_metrics.items() if isinstance(v, int | float)},
             "world_size": self.ctx.world_size,
             "privacy": self.private.state_dict() if self.private is not None else None,
+            "statistics": self.statistics_record,
         }
         return tensors, meta
 
@@ -674,6 +676,7 @@ class Trainer:
             load_training_state(meta["model_state"])
         if self.private is not None:  # a rollback (keep_guard) does not refund the privacy spent
             self.private.load_state_dict(meta.get("privacy"), keep_spent=keep_guard)
+        self.statistics_record = meta.get("statistics")
         if not keep_guard:
             self.guard.load_state(meta.get("guard", {}))
         self.last_metrics = dict(meta.get("metrics", {}))
