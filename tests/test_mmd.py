@@ -164,6 +164,43 @@ def test_private_run_uses_the_base_runs_feature_net(tmp_path, dataset):
     assert info["init_from"]["path"] == str(base)
 
 
+def test_a_base_on_other_classes_gives_its_feature_net_not_its_class_tables(tmp_path, dataset):
+    """The private scenario's public base may have other classes than the data (`if_classes_differ:
+    transfer`): phi's layers come from the base, the class-sized tensors are the new model's own."""
+    from genforge.data.canonical import SplitData, write_dataset
+
+    base = tmp_path / "base"
+    _trainer(base, dataset, steps=2).fit()
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (48, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(48) % 3
+    three = tmp_path / "three"
+    write_dataset(three, {"train": SplitData(images, labels), "val": SplitData(images[:12], labels[:12])},
+                  class_names=["a", "b", "c"], meta={"source": "test"})  # fmt: skip
+    run = tmp_path / "ft"
+    _trainer(run, three, steps=2, privacy={"epsilon": 5.0, "delta": 1e-3}, init_from=base).fit()
+    a, b = load_file(str(base / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    carried = [k for k in a if k.startswith("features.") and not k.startswith("features.head.")]
+    assert carried and all(np.array_equal(a[k], b[k]) for k in carried)
+    assert a["features.head.weight"].shape[0] == 2 and b["features.head.weight"].shape[0] == 3
+    assert b["targets"].shape[0] == 3
+    info = _model_json(run)
+    assert info["config"]["num_classes"] == 3
+    assert info["statistics"]["feature_net"].startswith("trained before this run")
+    images, labels = load_pipeline(run).generate(6, seed=0, labels=np.array([0, 1, 2, 0, 1, 2]))
+    assert images.shape == (6, 8, 8, 1) and list(labels) == [0, 1, 2, 0, 1, 2]
+
+
+def test_samples_per_class_follow_the_class_count():
+    from genforge.models.mmd import MMD, default_per_class
+
+    assert [default_per_class(n) for n in (0, 3, 10, 28, 40, 500)] == [25, 25, 25, 8, 6, 2]
+    assert MMD.default_config(28, 1, 40).per_class == 6
+    # a base's sized value follows a class change; a chosen one stays
+    assert MMD.adapt_base_config({"num_classes": 10, "per_class": 25}, {"num_classes": 40})["per_class"] == 6
+    assert MMD.adapt_base_config({"num_classes": 10, "per_class": 12}, {"num_classes": 40})["per_class"] == 12
+
+
 def test_private_resume_is_bit_exact_and_does_not_release_again(tmp_path, dataset):
     # a constant lr: the default cosine follows each run's own budget (4 steps, then 8)
     kw = {"sets": ["train.checkpoint_every=4", "model.lr_decay=constant"], "privacy": {"epsilon": 5.0, "delta": 1e-3}}

@@ -76,6 +76,35 @@ def test_public_classes_must_be_the_private_ones(tmp_path):
     assert not (tmp_path / "run2" / "public" / "base").exists()
 
 
+def test_a_base_on_other_classes_passes_on_what_does_not_depend_on_them(tmp_path):
+    """`if_classes_differ: transfer` (the private scenario on data other than digits): the base
+    trains on its own classes, the private mmd run keeps its feature net, not its class tables."""
+    if len(font_files()) < 2:
+        pytest.skip("fewer than 2 TrueType fonts on this machine (fc-list, /usr/share/fonts)")
+    from safetensors.numpy import load_file
+
+    small = {"widths": [16, 8], "latent_dim": 4, "per_class": 4, "kernel": 3,
+             "features": {"width": 4, "dense": 8, "pool": 2, "train_steps": 5, "train_batch": 16}}  # fmt: skip
+    sc = from_dict(Scenario, {
+        "name": "dp-transfer", "data": {"source": "digits", "size": [8, 8], "limit": 300, "val_fraction": 0.5},
+        "model": {"name": "mmd", "conditional": True, "config": small},
+        "train": {"max_time": None, "steps": 2, "config": {"batch_size": 32, **QUIET}},
+        "privacy": {"epsilon": 10.0, "delta": 1e-3},
+        "public": {"source": "glyphs:012?per_class=4", "steps": 1, "max_time": None, "if_classes_differ": "transfer"},
+    })  # fmt: skip
+    console = Console(file=io.StringIO())
+    dataset = _ingest(sc, tmp_path / "run" / "dataset", console)
+    base_run, record = _pretrain(sc, dataset, tmp_path / "run", console)
+    assert base_run is not None and record["classes_differ"]["public"] == ["0", "1", "2"]
+    _train(sc, dataset, tmp_path / "run", console, base_run)
+    base, run = load_file(str(base_run / "model.safetensors")), load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert base["features.conv1.weight"].tolist() == run["features.conv1.weight"].tolist()
+    assert base["features.head.weight"].shape[0] == 3 and run["features.head.weight"].shape[0] == 10
+    info = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert info["statistics"]["feature_net"].startswith("trained before this run")
+    assert info["config"]["num_classes"] == 10
+
+
 def test_public_and_adapt_are_exclusive():
     with pytest.raises(ConfigError, match="public: and adapt:"):
         _scenario({"source": "glyphs:0123456789"}, adapt={"speaker": "x"})

@@ -77,7 +77,9 @@ class MMDConfig:
     latent_dim: int = 32
     widths: list[int] = field(default_factory=lambda: [128, 64, 32])  # generator: dense, then conv widths
     kernel: int = 5
-    per_class: int = 25  # generated samples per class in each step's moment estimate
+    # generated samples per class in each step's moment estimate; default_config sizes it from the
+    # class count (default_per_class), so a step costs about the same for 3 classes or 40
+    per_class: int = 25
     lr: float = 2e-3
     betas: tuple[float, float] = (0.5, 0.999)
     lr_decay: str = "cosine"  # over the run's budget (LRSchedule), down to lr_min_ratio
@@ -89,6 +91,12 @@ class MMDConfig:
             self.features = from_dict(FeatureNetConfig, self.features, where="model.features")
         if self.per_class < 2:
             raise ConfigError(f"model.per_class: a moment estimate needs >= 2 samples per class, got {self.per_class}")
+
+
+def default_per_class(num_classes: int) -> int:
+    """Samples per class in a step: 25 up to 10 classes (the private scenario's digits), then
+    about 250 a step in all (40 classes: 6), at least 2 (a spread needs two)."""
+    return max(2, min(25, 250 // max(num_classes, 1)))
 
 
 class FeatureNet(nn.Module):
@@ -166,7 +174,35 @@ class MMD(GenerativeModel):
     def default_config(cls, image_size: int, channels: int, num_classes: int = 0, **overrides: Any) -> Any:
         # two upsamplings from a side >= 3 (16, 28, 32 px), else one (8, 12 px)
         widths = [128, 64, 32] if image_size % 4 == 0 and image_size >= 12 else [128, 64]
-        return super().default_config(image_size, channels, num_classes, **{"widths": widths, **overrides})
+        sized = {"widths": widths, "per_class": default_per_class(num_classes)}
+        return super().default_config(image_size, channels, num_classes, **{**sized, **overrides})
+
+    # --- fine-tuning from a base run on other classes (train/init_from.py) --------------------------
+
+    @classmethod
+    def adapt_base_config(cls, base_config: dict[str, Any], data_fields: dict[str, Any]) -> dict[str, Any]:
+        """A base trained on other classes (a public set whose classes are not the private data's)
+        still initialises phi: the config takes the data's class count."""
+        n = data_fields.get("num_classes")
+        if n is None or not base_config.get("num_classes") or n == base_config["num_classes"]:
+            return base_config
+        adapted = {**base_config, "num_classes": n}
+        if base_config.get("per_class") == default_per_class(base_config["num_classes"]):  # sized, not chosen
+            adapted["per_class"] = default_per_class(n)
+        return adapted
+
+    def adapt_base_state(self, base_state: dict[str, torch.Tensor], base_config: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Of a base with another class count, the feature net's layers up to its dense layer (what
+        phi reads: nothing in them depends on the classes) and whether they were trained; the
+        generator, the classifier head and the targets, which do, keep this model's fresh init."""
+        if base_config.get("num_classes") == self.config.num_classes:
+            return base_state
+        def carried(name: str) -> bool:
+            return name == "features_trained" or (name.startswith("features.") and not name.startswith("features.head."))
+
+        # a carried tensor the base lacks stays missing, so the shape check names it
+        return {k: base_state[k] if carried(k) else v for k, v in self.state_dict().items()
+                if k in base_state or not carried(k)}  # fmt: skip
 
     def statistics_shape(self) -> tuple[int, int]:
         """(rows, dim) of the per-class means the trainer computes."""

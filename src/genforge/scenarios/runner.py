@@ -207,13 +207,19 @@ def _pretrain(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> t
     public_data = _ingest(replace(sc, data=data), run_dir / "public" / "dataset", console)
     public = open_dataset(public_data)
     names = public.class_names
-    if sc.model.conditional and names != private.class_names:
+    differ = sc.model.conditional and names != private.class_names
+    if differ:
         why = (f"public.source {p.source!r}: its classes {names} must be the private data's {private.class_names}, "
                "in that order (a conditional model keeps its label table)")  # fmt: skip
         if p.if_classes_differ == "error":
             raise ConfigError(why)
-        console.print(f"  [yellow]no public pretraining[/]: {why}")
-        return None, {"source": p.source, "skipped": why}
+        if p.if_classes_differ == "skip":
+            console.print(f"  [yellow]no public pretraining[/]: {why}")
+            return None, {"source": p.source, "skipped": why}
+        # transfer: the base trains on its own classes; the run takes what its family carries
+        # across a class change (models/base.py adapt_base_state: mmd's feature net)
+        console.print(f"  public classes {names} are not the data's: the run starts from what of the base "
+                      "does not depend on the classes")  # fmt: skip
     base_sc = replace(sc, privacy={}, public=None, evaluate=replace(sc.evaluate, gates=[]),
                       model=replace(sc.model, config=merge(sc.model.config, p.model)),
                       train=replace(sc.train, max_time=p.max_time, steps=p.steps, config=merge(sc.train.config, p.config)))  # fmt: skip
@@ -222,7 +228,9 @@ def _pretrain(sc: Scenario, dataset: Path, run_dir: Path, console: Console) -> t
     record = {"source": p.source, "dataset": str(public_data), "fingerprint": public.fingerprint,
               "base_run": str(base_run), "epsilon_spent": 0.0,
               "why": "the base saw only the public data, never a private example: it costs no epsilon",
-              "train": {k: base[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip
+              "train": {k: base[k] for k in ("step", "images", "elapsed", "stop_reason")},
+              **({"classes_differ": {"public": list(names), "carried": "what does not depend on the classes"}}
+                 if differ else {})}  # fmt: skip
     return base_run, record
 
 

@@ -75,9 +75,11 @@ class PublicSection:
     steps: int | None = None
     model: dict[str, Any] = field(default_factory=dict)  # model config overrides of the base (e.g. lr)
     config: dict[str, Any] = field(default_factory=dict)  # trainer settings of the base, over train.config
-    # a conditional model's public classes must be the private data's: else stop with an error, or
-    # train without the base (a scenario meant for any labelled data, whose public set fits some)
-    if_classes_differ: Literal["error", "skip"] = "error"
+    # a conditional model's public classes must be the private data's: else stop with an error,
+    # train without the base (a scenario meant for any labelled data, whose public set fits some),
+    # or train the base on its own classes and start from what of it the family can carry across
+    # a class change (`adapt_base_state`; mmd: the feature net behind phi, not its head)
+    if_classes_differ: Literal["error", "skip", "transfer"] = "error"
 
 
 @dataclass

@@ -103,7 +103,10 @@ def model_config(
     cls = MODELS.get(model_name)
     where = f"model {model_name}"
     if base is not None:  # the family fits the base's config to the new data (new speakers: models/base.py)
-        adapted = cls.adapt_base_config(base, dataset.model_fields())
+        data_fields = dataset.model_fields()
+        if conditional and dataset.num_classes:  # a family whose class table can change sees the data's
+            data_fields["num_classes"] = dataset.num_classes
+        adapted = cls.adapt_base_config(base, data_fields)
         return from_dict(cls.config_class, merge(adapted, overrides), where=where)
     if cls.modality != dataset.modality:
         raise ConfigError(
