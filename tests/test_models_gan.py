@@ -240,6 +240,35 @@ def test_conditional_samples_depend_on_the_class():
         m.training_step("discriminator", _batch(), 0)
 
 
+def test_class_weight_teaches_the_projection_table_to_classify():
+    """`class_weight`: D's features against its projection rows are class logits; the loss
+    trains them on real images (D) and pushes G's fakes towards their class (G)."""
+    with pytest.raises(ConfigError, match="class_weight"):
+        SNGAN.default_config(28, 1, class_weight=1.0, **TINY)  # unconditional
+    torch.manual_seed(0)
+    m = SNGAN(SNGAN.default_config(28, 1, num_classes=2, class_weight=1.0, **TINY))
+    labels = torch.tensor([0, 1] * 8)
+    images = torch.where(labels[:, None, None, None] == 1, 0.8, -0.8).expand(16, 1, 28, 28).contiguous()
+    logits, classes = m.discriminator(images, labels, classes=True)
+    assert logits.shape == (16,) and classes.shape == (16, 2)
+    opts = {p.name: torch.optim.Adam(getattr(m, p.modules[0]).parameters(), lr=2e-3) for p in m.phases()}
+    d_class = []
+    for step in range(15):
+        for phase in m.phases():
+            out = m.training_step(phase.name, Batch(images, labels), step)
+            opts[phase.name].zero_grad()
+            out.loss.backward()
+            opts[phase.name].step()
+            if phase.name == "discriminator":
+                d_class.append(out.terms["d_class"].item())
+            else:
+                assert "g_class" in out.terms
+    assert d_class[-1] < d_class[0] - 0.3, d_class  # D learns to tell the classes apart
+    with torch.no_grad():
+        _, classes = m.discriminator(images, labels, classes=True)
+    assert (classes.argmax(1) == labels).float().mean() == 1.0
+
+
 def test_save_load_gives_identical_samples(tmp_path):
     torch.manual_seed(0)
     cfg = SNGAN.default_config(

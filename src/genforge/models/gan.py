@@ -182,9 +182,14 @@ class GANConfig:
     # PyTorch's defaults; the spectrally normalised and gradient-penalty GANs keep PyTorch's
     init: Literal["torch", "glorot", "normal"] = "glorot"
     diffaugment: DiffAugmentConfig = field(default_factory=DiffAugmentConfig)
+    # conditional only: weight of a class cross-entropy read through D's projection table (its
+    # rows as class prototypes), on the real images for D and on the fakes for G (0 = off)
+    class_weight: float = 0.0
 
     def __post_init__(self) -> None:
         GAN_LOSSES.get(self.loss)
+        if self.class_weight < 0 or (self.class_weight > 0 and self.num_classes == 0):
+            raise ConfigError(f"gan.class_weight: >= 0, and > 0 only with num_classes > 0; got {self.class_weight}")
         for name in ("image_size", "channels", "latent_dim", "kernel", "n_critic"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"gan.{name}: must be >= 1, got {getattr(self, name)}")
@@ -319,20 +324,30 @@ class GAN(GenerativeModel):
         out, _ = self._discriminate(real, fake.detach(), labels)
         return out
 
+    def _judge(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's real/fake logits and, with `class_weight`, the class cross-entropy of `images`."""
+        if not self.config.class_weight:
+            return self.discriminator(images, labels), None
+        logits, classes = self.discriminator(images, labels, classes=True)
+        return logits, F.cross_entropy(classes.float(), labels)
+
     def _discriminate(
         self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
-    ) -> tuple[ModelOutput, torch.Tensor]:
-        """D's loss on real vs fake, and D's logits on the (augmented) fakes."""
+    ) -> tuple[ModelOutput, tuple[torch.Tensor, torch.Tensor | None]]:
+        """D's loss on real vs fake, and D's judgement (`_judge`) of the (augmented) fakes."""
         if self.augment is not None:
             real, fake = self.augment(real), self.augment(fake)
-        d_real = self.discriminator(real, labels)
-        d_fake = self.discriminator(fake, labels)
+        d_real, class_real = self._judge(real, labels)
+        d_fake, class_fake = self._judge(fake, labels)
         loss = self.adversarial.discriminator(d_real, d_fake)
         terms: dict[str, torch.Tensor | float] = {
             "d_loss": loss.detach(),
             "d_real": d_real.detach().mean(),
             "d_fake": d_fake.detach().mean(),
         }
+        if class_real is not None:
+            loss = loss + self.config.class_weight * class_real
+            terms["d_class"] = class_real.detach()
         if self.config.gp_weight > 0:
             gp = gradient_penalty(self.discriminator, real, fake, labels)
             loss = loss + self.config.gp_weight * gp
@@ -340,17 +355,25 @@ class GAN(GenerativeModel):
         if self.augment is not None:
             self.augment.observe(d_real.detach())
             terms["augment_p"] = self.augment.p
-        return ModelOutput(loss, terms), d_fake
+        return ModelOutput(loss, terms), (d_fake, class_fake)
+
+    def _generator_loss(self, judged: tuple[torch.Tensor, torch.Tensor | None]) -> ModelOutput:
+        d_fake, class_fake = judged
+        loss = self.adversarial.generator(d_fake)
+        terms = {"g_loss": loss.detach()}
+        if class_fake is not None:
+            loss = loss + self.config.class_weight * class_fake
+            terms["g_class"] = class_fake.detach()
+        return ModelOutput(loss, terms)
 
     def _simultaneous_step(self, batch: Batch, step: int) -> ModelOutput:
         """Both players' losses from one forward; the trainer takes D's gradient for D's
         parameters and G's for G's before either optimiser steps."""
         real, labels = batch.images, self._labels(batch)
         fake = self._generate(real.shape[0], labels, real.device)
-        d_out, d_fake = self._discriminate(real, fake, labels)
-        g_loss = self.adversarial.generator(d_fake)
-        g_out = ModelOutput(g_loss, {"g_loss": g_loss.detach()})
-        return ModelOutput(d_out.loss + g_loss, parts={"discriminator": d_out, "generator": g_out})
+        d_out, judged = self._discriminate(real, fake, labels)
+        g_out = self._generator_loss(judged)
+        return ModelOutput(d_out.loss + g_out.loss, parts={"discriminator": d_out, "generator": g_out})
 
     def _generator_step(self, batch: Batch, step: int) -> ModelOutput:
         cached, self._fakes = self._fakes, None
@@ -362,8 +385,7 @@ class GAN(GenerativeModel):
         if self.augment is not None:
             fake = self.augment(fake)
         with frozen(self.discriminator):
-            loss = self.adversarial.generator(self.discriminator(fake, labels))
-        return ModelOutput(loss, {"g_loss": loss.detach()})
+            return self._generator_loss(self._judge(fake, labels))
 
     def _sample_labels(self, n: int, labels: torch.Tensor | int | None) -> torch.Tensor | None:
         if not self.conditional:

@@ -10,6 +10,8 @@ LeakyReLU and dropout, flattened into a linear logit (no sigmoid: losses take lo
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -132,9 +134,15 @@ class Discriminator(nn.Module):
         self.head = wrap(nn.Linear(n_features, 1))
         self.embed = wrap(nn.Embedding(num_classes, n_features)) if num_classes else None
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, classes: bool = False) -> Any:
+        """Real/fake logits (n,); with `classes`, also class logits (n, num_classes): the
+        features against every row of the projection table (its rows read as class prototypes)."""
         h = self.features(x).flatten(1)
         logits = self.head(h).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * h).sum(1)
+        if classes:
+            if self.embed is None:
+                raise ValueError("class logits need a conditional discriminator (num_classes > 0)")
+            return logits, h @ self.embed.weight.t()
         return logits
