@@ -65,7 +65,10 @@ def own_data(scenario: str) -> str | None:
 def scaled_budget(scenario: str, scale: float) -> list[str]:
     """The scenario's own budget times `scale`: its step budget and its time cap, whichever it has
     (a recipe in steps with a time cap ends at the first; `genforge run --steps` alone would drop
-    the cap, so both are passed)."""
+    the cap, so both are passed). At scale 1 nothing is passed: budget flags also budget a
+    scenario's public base (scenarios/runner.py apply_overrides), which has a budget of its own."""
+    if scale == 1:
+        return []
     train = load_scenario(scenario).train
     out = []
     if train.steps:

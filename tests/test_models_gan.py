@@ -269,6 +269,34 @@ def test_class_weight_teaches_the_projection_table_to_classify():
     assert (classes.argmax(1) == labels).float().mean() == 1.0
 
 
+def test_a_fine_tune_may_add_or_drop_diffaugment(tmp_path):
+    """DiffAugment's adaptive state is not a weight: a fine-tune on small data may switch it on
+    over a base trained without it (or off), and the weights still come from the base."""
+    from safetensors.numpy import load_file
+
+    from genforge.train.launch import build_trainer
+    from test_train_models import make_dataset
+
+    data = make_dataset(tmp_path / "data")
+    quiet = ["train.progress=none", "train.tensorboard=false", "train.sample_every=0",
+             "model.g_widths=[16,8]", "model.d_widths=[8]"]  # fmt: skip
+    flags = {"steps": 2, "batch_size": 8}
+    with_da = ["model.diffaugment.policy=[translation]"]
+    build_trainer(tmp_path / "plain", model_name="sngan", data=data, flags=flags, sets=quiet).fit()
+    build_trainer(tmp_path / "da", model_name="sngan", data=data, flags=flags, sets=quiet + with_da).fit()
+    # a fine-tune starts from its base's config: dropping DiffAugment is an explicit empty policy
+    for base, sets in (("plain", with_da), ("da", ["model.diffaugment.policy=[]"])):
+        trainer = build_trainer(tmp_path / f"ft-{base}", data=data, flags=flags, sets=quiet[:3] + sets,
+                                init_from=tmp_path / base)  # fmt: skip
+        weights = load_file(str(tmp_path / base / "model.safetensors"))
+        own = trainer.model.state_dict()
+        assert ("augment.ada_state" in own) == (base == "plain")
+        for key in own:
+            if not key.startswith("augment."):
+                assert np.array_equal(own[key].numpy(), weights[key]), key
+        trainer.fit()
+
+
 def test_save_load_gives_identical_samples(tmp_path):
     torch.manual_seed(0)
     cfg = SNGAN.default_config(

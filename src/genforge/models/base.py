@@ -156,6 +156,12 @@ class GenerativeModel(nn.Module):
         the default returns them unchanged, so every tensor must match."""
         return base_state
 
+    def base_state_optional(self, name: str) -> bool:
+        """Whether state `name` may be in a fine-tune and not in its base, or the other way round:
+        training-process state (adaptive augmentation's), which a fine-tune starts afresh, not
+        weights. False by default: every tensor must match the base's."""
+        return False
+
     def adaptation_parameters(self) -> list[str]:
         """Names of the parameters a fine-tune with a frozen trunk (`--freeze-trunk`) still
         trains: conditioning embeddings and output layers; [] = the family cannot freeze its trunk."""

@@ -278,6 +278,10 @@ class GAN(GenerativeModel):
             Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas), group=group),
         ]
 
+    def base_state_optional(self, name: str) -> bool:
+        # DiffAugment's adaptive state (ADA's p): a fine-tune may add DiffAugment its base lacked
+        return name.startswith("augment.")
+
     def private_training_problems(self) -> list[str]:
         c, problems = self.config, []
         if c.update == "simultaneous":

@@ -91,8 +91,12 @@ def check_family(base: InitFrom, model_name: str, family: str) -> None:
 def load_base_weights(model: torch.nn.Module, base: InitFrom) -> None:
     """Copy the base weights into `model`, or say which tensors and config fields differ."""
     assert base.state is not None
-    state = model.adapt_base_state(base.state, base.config or {})  # type: ignore[operator]
+    state = dict(model.adapt_base_state(base.state, base.config or {}))  # type: ignore[operator]
     own = model.state_dict()
+    # training-process state the family lets a fine-tune add or drop (DiffAugment's): its own
+    optional = model.base_state_optional  # type: ignore[attr-defined]
+    state.update({k: v for k, v in own.items() if k not in state and optional(k)})
+    state = {k: v for k, v in state.items() if k in own or not optional(k)}
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]

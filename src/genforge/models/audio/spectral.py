@@ -225,6 +225,9 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         joint = joint_classes(int(out.get("num_classes") or 0), int(out["num_speakers"]))
         return {**out, "inner_config": {**(out.get("inner_config") or {}), "num_classes": joint}}
 
+    def base_state_optional(self, name: str) -> bool:
+        return self.inner_model.base_state_optional(name)  # the inner's state keys are this model's
+
     def adaptation_parameters(self) -> list[str]:
         """The inner parameters sized by the joint classes, where digit and speaker enter (class
         tables, conditional norms, a cVAE's one-hot inputs): found by building the inner model
