@@ -277,8 +277,9 @@ def test_voice_clone_scenario_trains_base_then_adapts_and_scores_the_target(
     assert details["trained_clips"] == 12 and details["trained_from"] == "training-clips.json"
     assert details["n_samples"] == 30 and sum(details["attributed_to"].values()) == 30
     for key in ("target_speaker_accuracy", "target_digit_accuracy", "target_fad", "target_memorised_share",
-                "target_real_speaker_accuracy"):  # fmt: skip
+                "target_real_speaker_accuracy", "target_false_share"):  # fmt: skip
         assert 0.0 <= metrics["values"][key] < float("inf")
+    assert metrics["values"]["target_false_share"] <= 1.0  # of the other voices' clips, heard as the target
     assert metrics["values"]["target_real_speaker_accuracy"] >= 0.9  # the evaluator knows the new voice
     # the adapted run serves its voices by name; the allow-list takes names
     from genforge.deploy.audio import allowed_speakers

@@ -332,8 +332,10 @@ def evaluate_generated(target: str | Path, ref: str | Path, config: EvalConfig, 
             skipped["memorisation"] = "turned off (--no-memorisation)"
         values = {k: v["value"] for k, v in records.items()}
         if config.options.get(TARGET_OPTION):  # a voice-cloning run: its target speaker's own scores
+            others = None if samples.speakers is None or feats.speaker_probs is None else (
+                samples.speakers, feats.speaker_probs.argmax(1))  # fmt: skip
             result["target_speaker"] = evaluate_target(pipe, dataset, evaluator, reference, train, split, config,
-                                                       str(config.options[TARGET_OPTION]))  # fmt: skip
+                                                       str(config.options[TARGET_OPTION]), others)  # fmt: skip
             values.update(result["target_speaker"]["values"])
         if "fad" in values and baselines:
             values["fad_control"] = baselines["control"]["values"].get("fad")

@@ -16,6 +16,11 @@ target's own clips:
   the share of samples closer to a training clip than 99% of those unseen real takes are
   (about 0.01 for a model that makes new takes, 1 for one that replays its training clips);
   the waveform-space audit (literal copies) is in the details;
+- `target_false_share`: of the clips the evaluation requested for the model's *other* voices
+  (its balanced draw over every speaker), the share the evaluator gives to the target. A model
+  whose clips all sound like the target whatever was asked (an undertrained one's noise can be
+  heard as one voice) scores a high target_speaker_accuracy and a high share here; a clone that
+  keeps its voices apart, a low one;
 - `target_real_speaker_accuracy`, `target_real_digit_accuracy`: the evaluator itself on the
   target's held-out takes (its ceiling on this voice).
 
@@ -48,6 +53,8 @@ MEANINGS = {
     "target_fad_control": "FAD of the target's training clips to its held-out clips: what real takes score",
     "target_memorised_share": "share of those clips closer to a target training clip than 99% of the target's unseen "
                               "real takes are (feature space); ~0.01 = new takes, 1 = replays",
+    "target_false_share": "share of the clips requested for the model's other voices that the evaluator attributes "
+                          "to the target; 0..1, low = the voices stay apart",
     "target_real_speaker_accuracy": "the evaluator's speaker accuracy on the target's held-out takes (its ceiling)",
     "target_real_digit_accuracy": "the evaluator's digit accuracy on the target's held-out takes",
 }  # fmt: skip
@@ -68,8 +75,11 @@ def target_rows(dataset: Any, split: str, speaker_id: int) -> np.ndarray:
 
 
 def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureSet, train: FeatureSet | None,
-                    split: str, config: Any, speaker: str) -> dict[str, Any]:  # fmt: skip
-    """{"values": the target_* numbers, "details": counts, audits and per-speaker attributions}."""
+                    split: str, config: Any, speaker: str,
+                    others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
+    """{"values": the target_* numbers, "details": counts, audits and per-speaker attributions}.
+    `others`: (requested speaker ids, attributed speaker ids) of the evaluation's own clips over
+    every voice (dataset ids), for `target_false_share`."""
     if pipe is None:
         raise ConfigError(f"option {OPTION}: the target-speaker evaluation generates from a run directory")
     if not pipe.speaker_conditional:
@@ -118,6 +128,11 @@ def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureS
     values["target_real_digit_accuracy"] = float(
         (real.probs.argmax(1) == np.asarray(dataset.split(split).labels)[held]).mean()
     )
+    if others is not None:
+        asked, heard = (np.asarray(a) for a in others)
+        other = asked != sid
+        if other.any():
+            values["target_false_share"] = float((heard[other] == sid).mean())
     attributed = np.bincount(feats.speaker_probs.argmax(1), minlength=len(dataset.speaker_names))
     details = {
         "speaker": speaker, "n_samples": len(samples.audio), "heldout_split": split, "heldout_clips": int(len(held)),
