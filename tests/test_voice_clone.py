@@ -233,6 +233,21 @@ export: {formats: []}
 """
 
 
+def test_rehearsal_adds_each_base_voices_clips_to_the_adaptation_set(voices, tmp_path):
+    from genforge.scenarios.voice_clone import adaptation_datasets
+
+    full = open_dataset(voices["full"])
+    _, target = adaptation_datasets(full, tmp_path, "s2", ["s0", "s1"], 12, seed=0, rehearsal=6)
+    ds = open_dataset(target)
+    train = ds.train_split
+    per = {name: int((np.asarray(train.speakers) == i).sum()) for i, name in enumerate(ds.speaker_names)}
+    assert per == {"s0": 6, "s1": 6, "s2": 12}
+    # each speaker's take is balanced over the digits as far as its count allows, and every clip is the full set's
+    assert set(train.index["hashes"]) <= set(full.train_split.index["hashes"])
+    _, alone = adaptation_datasets(full, tmp_path / "alone", "s2", ["s0", "s1"], 12, seed=0)
+    assert open_dataset(alone).speaker_names == ["s2"] and len(open_dataset(alone).train_split) == 12
+
+
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory) -> Path:
     """Synthetic recordings {digit}_{speaker}_{take}.wav of three named voices."""

@@ -157,6 +157,8 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_fr
 def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: Any) -> tuple[Scenario, dict[str, Any]]:
     """The base training (unless given) and the fine-tune to the target voice (module docstring);
     the scenario with its target filled in, and the fine-tune's training summary."""
+    import numpy as np
+
     from genforge.data.canonical import open_dataset
     from genforge.scenarios.voice_clone import adaptation_datasets, check_base_run, pick_target
     from genforge.train.launch import merge
@@ -167,9 +169,13 @@ def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: 
     target = pick_target(full.speaker_names, a.speaker, dataset)
     others = [s for s in full.speaker_names if s != target]
     base_data, target_data = stage("split voices", adaptation_datasets, full, run_dir, target, others, a.max_clips,
-                                   sc.train.seed)  # fmt: skip
-    clips = len(open_dataset(target_data).train_split)
-    console.print(f"  new voice {target!r}: {clips} of its clips to adapt on; base voices: {', '.join(others)}")
+                                   sc.train.seed, a.rehearsal)  # fmt: skip
+    adapt_data = open_dataset(target_data)
+    per = np.bincount(np.asarray(adapt_data.train_split.speakers), minlength=len(adapt_data.speaker_names))
+    clips = int(per[adapt_data.speaker_names.index(target)])
+    rehearsed = int(per.sum()) - clips
+    console.print(f"  new voice {target!r}: {clips} of its clips to adapt on"
+                  f"{f' (and {rehearsed} of the base voices)' if rehearsed else ''}; base voices: {', '.join(others)}")  # fmt: skip
     base_summary = None
     if a.base is None:
         base_run = run_dir / "base"
@@ -180,7 +186,8 @@ def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: 
     tuned = replace(sc, model=replace(sc.model, config=merge(sc.model.config, a.model)),
                     train=replace(sc.train, max_time=a.max_time, steps=a.steps, config=merge(sc.train.config, a.config)))  # fmt: skip
     trained = stage("adapt", _train, tuned, target_data, run_dir, console, base_run, a.freeze_trunk)
-    trained["adapt"] = {"speaker": target, "base_speakers": others, "clips": clips, "base_run": str(base_run),
+    trained["adapt"] = {"speaker": target, "base_speakers": others, "clips": clips, "rehearsal_clips": rehearsed,
+                        "base_run": str(base_run),
                         "base_data": str(base_data), "target_data": str(target_data), "freeze_trunk": a.freeze_trunk,
                         "base_train": None if base_summary is None else
                         {k: base_summary[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip

@@ -51,6 +51,9 @@ class AdaptSection:
     max_clips: int = 250  # of the target's training clips (the same number of each digit, seeded)
     base: str | None = None  # a finished base run to adapt (skips the base training; `genforge run --base`)
     freeze_trunk: bool = False  # train only the conditioning tables and output layers
+    # training clips of each base speaker the fine-tune also reads (0: the target's only): it keeps
+    # the voices it knows apart instead of forgetting them into the new one
+    rehearsal: int = 0
     max_time: str | None = "3m"
     steps: int | None = None
     model: dict[str, Any] = field(default_factory=dict)  # model config overrides of the fine-tune (e.g. lr)
@@ -59,6 +62,8 @@ class AdaptSection:
     def __post_init__(self) -> None:
         if self.max_clips < 1:
             raise ConfigError(f"adapt.max_clips: expected a positive number of clips, got {self.max_clips}")
+        if self.rehearsal < 0:
+            raise ConfigError(f"adapt.rehearsal: expected a number of clips >= 0, got {self.rehearsal}")
 
 
 @dataclass

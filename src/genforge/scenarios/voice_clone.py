@@ -7,7 +7,9 @@ evaluation keeps: its evaluator knows the base speakers and the target), the ada
     RUN_DIR/datasets/base/     the base speakers' clips, every split (the base run trains on it)
     RUN_DIR/datasets/target/   the target speaker's clips: at most `max_clips` of its training
                                clips (the same number of each digit, drawn with the seed) and
-                               all of its held-out ones
+                               all of its held-out ones; with `rehearsal: N`, also N training
+                               clips of each base speaker (and their held-out ones), so the
+                               fine-tune keeps hearing the voices it knows
 
 Both are canonical audio datasets whose speakers are named as in the full one (so the models map
 them by name, models/audio/adapt.py); their manifests record what they were cut from.
@@ -59,9 +61,10 @@ def balanced_take(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarra
 
 
 def speaker_subset(dataset: Any, out: Path, speakers: list[str], *, max_train: int | None = None,
-                   seed: int = 0) -> Path:  # fmt: skip
+                   seed: int = 0, per_speaker: dict[str, int] | None = None) -> Path:  # fmt: skip
     """Write a canonical audio dataset of `speakers`' clips of `dataset` into `out` (atomically):
-    every split filtered, the train split cut to at most `max_train` clips (`balanced_take`)."""
+    every split filtered, the train split cut to at most `max_train` clips (`balanced_take`), or
+    with `per_speaker`, each speaker's training clips to at most its own count."""
     names = dataset.speaker_names
     keep_ids = [names.index(s) for s in speakers]
     lut = np.full(len(names) + 1, -1, np.int64)  # old id -> new id; index -1 (unknown) -> -1
@@ -71,7 +74,12 @@ def speaker_subset(dataset: Any, out: Path, speakers: list[str], *, max_train: i
         split = dataset.split(split_name)
         ids = np.asarray(split.speakers, np.int64)
         rows = np.flatnonzero(np.isin(ids, keep_ids))
-        if split_name == "train":
+        if split_name == "train" and per_speaker is not None:
+            labels = np.asarray(split.labels)
+            rows = np.sort(np.concatenate([
+                own[balanced_take(labels[own], per_speaker[s], seed)]
+                for s in speakers for own in [rows[ids[rows] == names.index(s)]]]))  # fmt: skip
+        elif split_name == "train":
             rows = rows[balanced_take(np.asarray(split.labels)[rows], max_train, seed)]
         if not len(rows):
             continue
@@ -93,11 +101,15 @@ def speaker_subset(dataset: Any, out: Path, speakers: list[str], *, max_train: i
 
 
 def adaptation_datasets(dataset: Any, run_dir: Path, target: str, base_speakers: list[str],
-                        max_clips: int, seed: int) -> tuple[Path, Path]:  # fmt: skip
-    """(base dataset, target dataset) under run_dir (module docstring)."""
+                        max_clips: int, seed: int, rehearsal: int = 0) -> tuple[Path, Path]:  # fmt: skip
+    """(base dataset, target dataset) under run_dir (module docstring); `rehearsal` > 0 adds that
+    many training clips of each base speaker to the target dataset."""
     base = speaker_subset(dataset, run_dir / BASE_DATA, base_speakers, seed=seed)
-    adapt = speaker_subset(dataset, run_dir / TARGET_DATA, [target], max_train=max_clips, seed=seed)
-    return base, adapt
+    if not rehearsal:
+        return base, speaker_subset(dataset, run_dir / TARGET_DATA, [target], max_train=max_clips, seed=seed)
+    counts = {**{s: rehearsal for s in base_speakers}, target: max_clips}
+    return base, speaker_subset(dataset, run_dir / TARGET_DATA, [*base_speakers, target], seed=seed,
+                                per_speaker=counts)  # fmt: skip
 
 
 def check_base_run(base_run: Path, target: str) -> Path:
