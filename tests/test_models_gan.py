@@ -218,19 +218,31 @@ def test_subpixel_upsampling_is_the_same_function():
         torch.testing.assert_close(pb.grad, pa.grad, atol=1e-4, rtol=1e-3, msg=name)
 
 
+def _two_classes() -> tuple[torch.Tensor, torch.Tensor]:
+    labels = torch.tensor([0, 1] * 8)
+    return torch.where(labels[:, None, None, None] == 1, 0.8, -0.8).expand(16, 1, 28, 28).contiguous(), labels
+
+
+def _train_two_classes(m, steps: int) -> list:
+    """`steps` steps of every phase on two flat classes (dark 0, bright 1); [(phase, output)]."""
+    images, labels = _two_classes()
+    opts = {p.name: torch.optim.Adam(getattr(m, p.modules[0]).parameters(), lr=2e-3) for p in m.phases()}
+    outs = []
+    for step in range(steps):
+        for phase in m.phases():
+            out = m.training_step(phase.name, Batch(images, labels), step)
+            opts[phase.name].zero_grad()
+            out.loss.backward()
+            opts[phase.name].step()
+            outs.append((phase.name, out))
+    return outs
+
+
 def test_conditional_samples_depend_on_the_class():
     torch.manual_seed(0)
     for cls in (ConditionalGAN, SNGAN, DCGAN):
         m = cls(cls.default_config(28, 1, num_classes=2, **TINY))
-        labels = torch.tensor([0, 1] * 8)
-        images = torch.where(labels[:, None, None, None] == 1, 0.8, -0.8).expand(16, 1, 28, 28).contiguous()
-        opts = {p.name: torch.optim.Adam(getattr(m, p.modules[0]).parameters(), lr=2e-3) for p in m.phases()}
-        for step in range(10):
-            for phase in m.phases():
-                out = m.training_step(phase.name, Batch(images, labels), step)
-                opts[phase.name].zero_grad()
-                out.loss.backward()
-                opts[phase.name].step()
+        _train_two_classes(m, 10)
         m.eval()
         x0 = m.sample(4, generator=torch.Generator().manual_seed(7), labels=torch.zeros(4, dtype=torch.long))
         x1 = m.sample(4, generator=torch.Generator().manual_seed(7), labels=torch.ones(4, dtype=torch.long))
@@ -247,22 +259,12 @@ def test_class_weight_teaches_the_projection_table_to_classify():
         SNGAN.default_config(28, 1, class_weight=1.0, **TINY)  # unconditional
     torch.manual_seed(0)
     m = SNGAN(SNGAN.default_config(28, 1, num_classes=2, class_weight=1.0, **TINY))
-    labels = torch.tensor([0, 1] * 8)
-    images = torch.where(labels[:, None, None, None] == 1, 0.8, -0.8).expand(16, 1, 28, 28).contiguous()
+    images, labels = _two_classes()
     logits, classes = m.discriminator(images, labels, classes=True)
     assert logits.shape == (16,) and classes.shape == (16, 2)
-    opts = {p.name: torch.optim.Adam(getattr(m, p.modules[0]).parameters(), lr=2e-3) for p in m.phases()}
-    d_class = []
-    for step in range(15):
-        for phase in m.phases():
-            out = m.training_step(phase.name, Batch(images, labels), step)
-            opts[phase.name].zero_grad()
-            out.loss.backward()
-            opts[phase.name].step()
-            if phase.name == "discriminator":
-                d_class.append(out.terms["d_class"].item())
-            else:
-                assert "g_class" in out.terms
+    outs = _train_two_classes(m, 15)
+    assert all("g_class" in o.terms for name, o in outs if name == "generator")
+    d_class = [o.terms["d_class"].item() for name, o in outs if name == "discriminator"]
     assert d_class[-1] < d_class[0] - 0.3, d_class  # D learns to tell the classes apart
     with torch.no_grad():
         _, classes = m.discriminator(images, labels, classes=True)
