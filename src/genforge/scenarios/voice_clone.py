@@ -74,13 +74,12 @@ def speaker_subset(dataset: Any, out: Path, speakers: list[str], *, max_train: i
         split = dataset.split(split_name)
         ids = np.asarray(split.speakers, np.int64)
         rows = np.flatnonzero(np.isin(ids, keep_ids))
-        if split_name == "train" and per_speaker is not None:
+        if split_name == "train":
             labels = np.asarray(split.labels)
-            rows = np.sort(np.concatenate([
-                own[balanced_take(labels[own], per_speaker[s], seed)]
-                for s in speakers for own in [rows[ids[rows] == names.index(s)]]]))  # fmt: skip
-        elif split_name == "train":
-            rows = rows[balanced_take(np.asarray(split.labels)[rows], max_train, seed)]
+            # one balanced take over every speaker's clips, or one per speaker with its own count
+            groups = [(rows, max_train)] if per_speaker is None else [
+                (rows[ids[rows] == names.index(s)], per_speaker[s]) for s in speakers]  # fmt: skip
+            rows = np.sort(np.concatenate([g[balanced_take(labels[g], cap, seed)] for g, cap in groups]))
         if not len(rows):
             continue
         index = split.index
