@@ -17,7 +17,8 @@ one thread: genforge's decode loop always does, nanoGPT's at `--threads 1`), whi
 time another process holds the core.
 
 genforge runs with each decode runtime of `--runtimes` (`TextPipeline.complete(runtime=...)`:
-torch, the model's own step; onnx, the step exported to ONNX Runtime, models/text/onnx_decode.py),
+torch, the model's own step; onnx, the step exported to ONNX Runtime, models/text/onnx_decode.py;
+onnx-int8, that step with its weights in 8 bits),
 alternating with nanoGPT and each other within every repeat. Its step is also timed in parts:
 `decode` alone on one slot (fixed token ids, no sampling; inside `small_ops` as the pipeline's loop
 runs it) for each runtime, and `next_tokens` alone on one row of logits. `--profile` prints
@@ -130,7 +131,8 @@ def main() -> None:
         "--streams", type=int, nargs="+", default=[1], help="genforge streams per completion call"
     )
     ap.add_argument(
-        "--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"], help="genforge decode runtimes"
+        "--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx", "onnx-int8"],
+        help="genforge decode runtimes",
     )
     ap.add_argument("--profile", action="store_true", help="print the operations of 100 decode steps")
     ap.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU time (busy machines)")
@@ -148,8 +150,9 @@ def main() -> None:
         torch.set_num_threads(1)
         profile(pipe.model)
     decoders = {runtime: pipe.decoder(runtime) for runtime in args.runtimes}  # onnx: exported here
-    if "onnx" in decoders and decoders["onnx"] is pipe.model:
-        sys.exit("the onnx runtime fell back to torch (see the warning above)")
+    for runtime, decoder in decoders.items():
+        if runtime != "torch" and decoder is pipe.model:
+            sys.exit(f"the {runtime} runtime fell back to torch (see the warning above)")
     print("| threads | nanoGPT tok/s | genforge streams | runtime | genforge tok/s | x nanoGPT | x torch "
           "| decode ms | sampler ms |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

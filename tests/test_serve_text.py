@@ -88,6 +88,24 @@ def test_completion_equals_the_pipeline(text):
     assert other.choices[0].text == again.choices[0].text != choice.text
 
 
+def test_the_int8_runtime_serves_what_the_pipeline_makes_with_it(text_run):
+    """`--text-runtime onnx-int8`: the service's completions (plain and streamed, through OpenAI's
+    client) are the pipeline's under the same runtime."""
+    pytest.importorskip("onnxruntime")
+    pipe = load_pipeline(text_run)
+    want = pipe.complete(["ROMEO:", "JULIET: O"], n=2, max_tokens=30, temperature=0.8, seed=3, runtime="onnx-int8")
+    with serving(text_run, text_runtime="onnx-int8") as server:
+        got = client(server, None).completions.create(
+            model="gpt", prompt=["ROMEO:", "JULIET: O"], n=2, max_tokens=30, temperature=0.8, seed=3
+        )
+        stream = client(server, None).completions.create(
+            model="gpt", prompt="ROMEO:", max_tokens=30, temperature=0.8, seed=3, stream=True
+        )
+        streamed = "".join(chunk.choices[0].text for chunk in stream)
+    assert [c.text for c in got.choices] == [w.text for w in want]
+    assert streamed == want[0].text and len(streamed) == 30
+
+
 def test_n_and_several_prompts(text):
     server, pipe = text
     prompts = ["ROMEO:", "JULIET: O"]

@@ -55,8 +55,9 @@ def serve(
     max_tokens: int = typer.Option(1024, help="Text: most tokens one completion may generate."),
     max_prompt_tokens: int = typer.Option(4096, help="Text: most tokens in one prompt."),
     text_runtime: str = typer.Option(
-        None, "--text-runtime", help="Text: decode step in torch | onnx (ONNX Runtime) | auto (default: "
-        "$GENFORGE_TEXT_RUNTIME, else auto: onnx for an fp32 model on the CPU)."
+        None, "--text-runtime", help="Text: decode step in torch | onnx (ONNX Runtime) | onnx-int8 (its weights in "
+        "8 bits: faster, logits rounded) | auto (default: $GENFORGE_TEXT_RUNTIME, else auto: onnx for an fp32 "
+        "model on the CPU)."
     ),
     max_audio_seconds: float = typer.Option(
         30.0, help="Audio: longest upload /v1/enhance takes (413 beyond)."

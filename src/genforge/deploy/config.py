@@ -182,8 +182,12 @@ class ServeConfig:
             raise ConfigError(f"serve config: rate_limit must be >= 0 requests/s, got {self.rate_limit}")
         if self.rate_burst < 0:
             raise ConfigError(f"serve config: rate_burst must be >= 0, got {self.rate_burst}")
-        if self.text_runtime not in (None, "auto", "torch", "onnx"):
-            raise ConfigError(f"serve config: text_runtime must be auto, torch or onnx, got {self.text_runtime!r}")
+        if self.text_runtime is not None:
+            from genforge.models.text.onnx_decode import RUNTIMES  # imports torch: only when one is set
+
+            if self.text_runtime not in RUNTIMES:
+                raise ConfigError(f"serve config: text_runtime must be one of {', '.join(RUNTIMES)}, "
+                                  f"got {self.text_runtime!r}")
         if self.http not in HTTP_IMPLS:
             raise ConfigError(f"serve config: http must be one of {', '.join(HTTP_IMPLS)}, got {self.http!r}")
         if self.loop not in LOOP_IMPLS:
