@@ -55,7 +55,8 @@ def text_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def text(text_run):
     run = text_run
-    with serving(run, api_key=KEY, max_n=8, max_tokens=200, max_prompt_tokens=64) as server:
+    # a chunk per token (stream_interval_ms 0): the streaming tests below see each token's event
+    with serving(run, api_key=KEY, max_n=8, max_tokens=200, max_prompt_tokens=64, stream_interval_ms=0) as server:
         yield server, load_pipeline(run)
 
 
@@ -337,6 +338,26 @@ def test_requests_join_the_running_batch_and_leave_it(text_run):
         assert _metric(metrics, "genforge_active_sequences") == 0
         assert _metric(metrics, "genforge_tokens_total", kind="completion") == 203
         assert _metric(metrics, "genforge_time_to_first_token_seconds_count") == 2
+
+
+@pytest.mark.parametrize("interval_ms", [0, 25])
+def test_stream_interval_groups_tokens_into_chunks(text_run, interval_ms):
+    """With `stream_interval_ms`, a choice's first token goes out alone and at once, later text at
+    most every interval (several tokens a chunk at 2 ms a step), the whole text unchanged; 0 sends a
+    chunk per token."""
+    with slow_server(text_run, 0.002, stream_interval_ms=interval_ms) as (server, pipe):
+        [want] = pipe.complete(["ROMEO:"], max_tokens=60, temperature=0.8, seed=4)
+        stream = client(server, None).completions.create(
+            model="gpt", prompt="ROMEO:", max_tokens=60, temperature=0.8, seed=4, stream=True
+        )
+        pieces = [chunk.choices[0].text for chunk in stream]
+    assert "".join(pieces) == want.text and want.n_tokens == 60
+    assert len(pieces[0]) == 1  # the first token at once
+    text_chunks = [p for p in pieces if p]
+    if interval_ms == 0:  # a chunk per token, but a byte token ending inside a character waits for the next
+        assert len(text_chunks) >= 50, [p for p in pieces if len(p) != 1]
+    else:  # 60 steps of >= 2 ms: >= 120 ms, so about 5 or more chunks of ~12 tokens
+        assert 4 <= len(text_chunks) <= 20, pieces
 
 
 def test_a_closed_stream_frees_its_slot(text_run):

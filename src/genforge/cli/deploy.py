@@ -59,6 +59,10 @@ def serve(
         "8 bits: faster, logits rounded) | auto (default: $GENFORGE_TEXT_RUNTIME, else auto: onnx for an fp32 "
         "model on the CPU)."
     ),
+    stream_interval_ms: float = typer.Option(
+        10.0, "--stream-interval-ms", help="Text, streamed answers: send a choice's new text at most this often "
+        "(its first token and its end at once; 0 = a chunk per token)."
+    ),
     max_audio_seconds: float = typer.Option(
         30.0, help="Audio: longest upload /v1/enhance takes (413 beyond)."
     ),
@@ -117,6 +121,7 @@ def serve(
         max_tokens=max_tokens,
         max_prompt_tokens=max_prompt_tokens,
         text_runtime=text_runtime,
+        stream_interval_ms=stream_interval_ms,
         max_audio_seconds=max_audio_seconds,
         allowed_speakers=list(allow_speaker or ()),
         request_timeout_s=timeout,

@@ -205,6 +205,7 @@ class TextRoutes(ServiceRoutes):
             slots=cfg.max_batch,
             max_waiting=cfg.max_pending,
             metrics=self.metrics,
+            stream_interval=cfg.stream_interval_ms / 1000,
         )
         if cfg.warmup:
             scheduler.warmup(pipeline.encode_prompt(""))

@@ -14,8 +14,10 @@ else is in the batch.
 
 Results reach the event loop as `TokenEvent`s in the request's asyncio queue: for a streaming
 request, text deltas as they become final (incomplete UTF-8 and anything that may still turn into
-a stop string are held back); for every request, one event per choice with the rest of its text
-and the finish reason. One step's events cost each event loop one wake-up.
+a stop string are held back), at most one per `stream_interval` a choice (its first token at
+once): a fast model's tokens then share events instead of costing the event loop and the client
+one each; for every request, one event per choice with the rest of its text and the finish
+reason. One step's events cost each event loop one wake-up.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class _Sequence:
     slot: int = -1
     last: int = -1  # the token to feed to the next decode step
     generated: int = 0
+    shown_at: float = float("-inf")  # when text last went to a streaming caller
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -150,6 +153,7 @@ class DecodeScheduler:
         max_waiting: int = 4096,
         metrics: TextMetricsSink | None = None,
         name: str = "genforge-decoder",
+        stream_interval: float = 0.0,
     ):
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -158,6 +162,9 @@ class DecodeScheduler:
         self.slots = slots
         self.max_waiting = max_waiting
         self.metrics = metrics
+        # streamed sequences: new text goes out at most every `stream_interval` seconds (the
+        # first token and the end at once); 0: every token
+        self.stream_interval = stream_interval
         self._cond = threading.Condition()
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._active: list[_Sequence] = []
@@ -293,8 +300,10 @@ class DecodeScheduler:
             self._leave(seq, "stop", events)
         elif seq.generated >= seq.spec.max_tokens:
             self._leave(seq, "length", events)
-        elif seq.stream.incremental and (text := self._take(seq)):
-            events.append((seq.stream, TokenEvent(seq.spec.index, text)))
+        elif seq.stream.incremental and (now := time.perf_counter()) - seq.shown_at >= self.stream_interval:
+            if text := self._take(seq):
+                seq.shown_at = now
+                events.append((seq.stream, TokenEvent(seq.spec.index, text)))
 
     @staticmethod
     def _take(seq: _Sequence) -> str:
