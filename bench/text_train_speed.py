@@ -20,8 +20,8 @@ thread of the process, OpenMP's workers included). The two run alternately, `--r
 each, and the table gives the median per-iteration time over all repeats (the first 20
 iterations of each run left out) and genforge's tokens/s relative to nanoGPT's.
 
-`--compile` also runs genforge with `train.compile=true` (train/compile.py: its blocks compiled by
-inductor) beside the eager runs, rows "<precision>+compile", and prints each compiled run's first
+`--compile` also runs genforge with `train.compile=true` (train/compile.py: its whole forward
+compiled by inductor) beside the eager runs, rows "<precision>+compile", and prints each compiled run's first
 iteration in wall-clock seconds: the compile, cold when TORCHINDUCTOR_CACHE_DIR is empty, warm when
 an earlier process filled it (the repeats after the first are warm).
 """

@@ -1,9 +1,12 @@
 """`train.compile`: torch.compile (inductor) of the regions a model names, for training steps only.
 
-Regional, not whole-model: `GenerativeModel.compile_regions()` names the modules to compile (the
-gpt its transformer blocks). Identical blocks share one compiled graph (dynamo inlines the
-module and lifts its parameters to graph inputs), so a 4-block gpt compiles one forward and one
-backward, and Python-side state outside the blocks (RoPE tables grown on demand) stays eager.
+`GenerativeModel.compile_regions()` names the modules to compile. The gpt names itself, the whole
+forward as one graph: its blocks alone (one graph shared by all of them, dynamo lifting each
+block's parameters to graph inputs) left a compiled call and its backward per block and the glue
+between them eager, and the whole forward stepped 1.2x faster than that at nanoGPT's CPU size
+(session 11, bench/results/text.md), for a longer cold compile (~45 s against ~30 s at 4 blocks:
+dynamo inlines every block). The RoPE tables, grown on demand on the Python side, are built once
+at the training context's length, so the graph does not change between steps.
 
 Only calls with gradients on run compiled: evaluation and sampling (no_grad, inference_mode, a
 KV-cache prefill with a different attention per layer) take the eager forward, so they neither
@@ -17,10 +20,13 @@ torch 2.13, Xeon with AMX, 1 thread; eager and compiled alternating in one proce
 bf16 autocast step 35.4 -> 30.2 ms main-thread CPU time (1.17x; a trainer-like loop gave 1.18-1.26x
 in four runs), fp32 1.10x. Run alone on a quiet machine (same command, `--threads 1 2 --steps 150
 --repeats 3`, 2026-12-02): 2 threads 31.6 -> 26.2 ms (1.21x), but 1 thread 38.7 -> 41.8 ms (0.93x):
-the one-thread gain of the busy-machine runs did not hold there. Compiling costs the first step 26-32 s with an empty inductor cache
-(TORCHINDUCTOR_CACHE_DIR) and 3.4-4.8 s when a previous process left it filled. Cold, it repays
-after ~4,600 steps (30 s / ~6.5 ms), about 3 minutes of training at this size, so `auto` turns it
-on for budgets of at least 5 minutes.
+the one-thread gain of the busy-machine runs did not hold there. Those were the blocks compiled
+alone; the whole forward (session 11, 2 threads, run alone, same command with `--threads 2
+--batch 12`): eager 38.25 -> compiled 25.64 ms (1.49x). Compiling costs the first step ~45 s with
+an empty inductor cache (TORCHINDUCTOR_CACHE_DIR; 26-32 s for the blocks alone) and ~4 s when a
+previous process left it filled. Cold, it repays after ~3,500 steps (44 s / ~12.6 ms), about 1.5
+minutes of training at this size; `auto` turns it on for budgets of at least 5 minutes, which
+leaves room for slower compilers.
 """
 
 from __future__ import annotations
