@@ -139,7 +139,7 @@ class ServeConfig:
     max_steps: int = 1000  # sampler steps per request (diffusion)
     max_tokens: int = 1024  # text: tokens one completion may generate
     max_prompt_tokens: int = 4096  # text: tokens of one prompt
-    # text: the decode step's runtime, auto | torch | onnx (models/text/onnx_decode.py); None = the
+    # text: the decode step's runtime, auto | torch | onnx | onnx-int8 (models/text/onnx_decode.py); None = the
     # pipeline's ($GENFORGE_TEXT_RUNTIME, else auto)
     text_runtime: str | None = None
     # text, streamed answers: a choice's new text goes out at most this often (its first token at

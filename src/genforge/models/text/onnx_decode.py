@@ -19,7 +19,9 @@ torch's 0.38 ms (bench/text_decode_speed.py), about 0.1 ms of either being the w
   model's own tables ([cos | sin] over the qkv columns, 1 | 0 on v's) fed per step; the attention
   scale is folded into the q columns of the qkv weight. Learned positions are one Gather.
 
-Logits agree with the torch step's to float rounding (another operation order). A model in
+Logits agree with the torch step's to float rounding (another operation order). `onnx-int8` runs
+the same graph with its weight matrices in 8 bits (`quantize_int8`): its logits are the fp32 step's
+up to the weights' rounding instead. A model in
 another dtype than fp32 or not on the CPU, or a graph that does not export, stays on torch
 (`text_decoder`, one warning).
 """
@@ -47,7 +49,7 @@ RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 # onnx-int8: the step's weight matrices in 8 bits (ORT's MatMulNBits, symmetric, one fp32 scale
 # per block of 32 input rows; products in int8, accuracy level 4). At nanoGPT's CPU size the
 # fp32 weights (3.1 MB) do not fit a core's 2 MB L2 and reading them is half the step; in 8 bits
-# they do (bench/results/text.md: the step 1.9x faster, val loss within 0.001 nats/char)
+# they do (bench/results/text.md: the one-slot step 1.8x faster, val loss +0.0005 nats/char)
 INT8_BLOCK = 32
 # under auto, a call decoding fewer tokens (streams x max_tokens) than this keeps torch unless the
 # step is already exported for the model's weights: an export costs ~0.1-0.3 s, about what the
