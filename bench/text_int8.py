@@ -20,6 +20,8 @@ import time
 import numpy as np
 import torch
 
+import text_decode_speed  # bench/, beside this script: its one-slot step timer
+
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
@@ -36,18 +38,6 @@ def read_through(decoder, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
             if i < len(ids) - 1:
                 logits = decoder.decode(cache, [0], [ids[i]])
     return np.array(logp), np.array(top)
-
-
-def step_ms(decoder, tokens: int) -> float:
-    from genforge.models.text.gpt import small_ops
-
-    cache = decoder.new_cache(1)
-    decoder.prefill(cache, 0, [0])
-    with small_ops():
-        t0 = time.thread_time()
-        for step in range(tokens):
-            decoder.decode(cache, [0], [step % 50])
-        return (time.thread_time() - t0) / tokens * 1000
 
 
 def main() -> None:
@@ -67,10 +57,11 @@ def main() -> None:
     ids = pipe.tokenizer.encode(text)
     decoders = {r: pipe.decoder(r) for r in RUNTIMES}
     results = {r: read_through(d, ids) for r, d in decoders.items()}
+    text_decode_speed.clock = time.thread_time  # the step's CPU time: this machine is shared
     times: dict[str, list[float]] = {r: [] for r in RUNTIMES}
     for _ in range(args.repeats):
         for r, d in decoders.items():
-            times[r].append(step_ms(d, args.tokens))
+            times[r].append(text_decode_speed.decode_step_ms(d, args.tokens))
     ref_logp, ref_top = results["torch"]
     chars = len(text) - 1
     print(f"{args.run}: {len(ids) - 1:,} next-token predictions over the first {chars:,} val characters; "
