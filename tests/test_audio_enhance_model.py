@@ -4,6 +4,8 @@ loaded it restores identically; its sample view and config validation."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,62 @@ def test_sample_view_and_config_checks():
         from_dict(DenoiserConfig, {"n_fft": 200})
     with pytest.raises(ConfigError, match="unknown noise kind"):
         from_dict(DenoiserConfig, {"noise": {"kinds": {"rain": 1.0}}})
+
+
+def test_refiner_starts_as_the_identity_and_learns():
+    """`refine: C` adds a 2-D convolution stack over (bins, frames) whose zero-initialised last
+    layer leaves the 1-D mask unchanged at the start; trained, it lowers the loss and raises SI-SDR
+    on unheard clips; it needs the complex mask."""
+    torch.manual_seed(0)
+    kw = dict(hidden=32, blocks=2, lr=3e-3, crop=2000, noise={"kinds": {"white": 1.0}, "snr_db": [5.0, 5.0]})
+    plain = Denoiser(Denoiser.default_config(8000, 4000, **kw))
+    torch.manual_seed(0)
+    model = Denoiser(Denoiser.default_config(8000, 4000, refine=8, **kw))
+    assert model.net.refine is not None and plain.net.refine is None
+    clean_h, noisy_h = _noisy_heldout()
+    # same seed, same 1-D trunk: the refiner's residual is exactly zero at initialisation
+    plain.net.load_state_dict(
+        {k: v for k, v in model.net.state_dict().items() if not k.startswith("refine.")}
+    )
+    torch.testing.assert_close(model.restore(noisy_h), plain.restore(noisy_h))
+    clean = torch.from_numpy(synth_clips(16, 3, 2, 4000, 8000, seed=1)[0])
+    losses = _fit(model, clean, 40)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
+    gain = float((si_sdr(clean_h, model.restore(noisy_h)) - si_sdr(clean_h, noisy_h)).mean())
+    assert gain > 2.0, gain
+    assert float(model.net.refine.net[-1].weight.detach().abs().sum()) > 0  # the refiner itself was trained
+    with pytest.raises(ConfigError, match="complex"):
+        from_dict(DenoiserConfig, {"refine": 8, "mask": "magnitude"})
+    with pytest.raises(ConfigError, match="refine"):
+        from_dict(DenoiserConfig, {"refine": -1})
+
+
+def test_joined_crops_are_strips_of_several_clips():
+    """`join: true` with `crop`: each crop is cut from one clip's speech, a silence of `join_gap`
+    seconds and two other clips' speech (padding dropped): seeded by the global RNG, every crop's
+    samples come from the batch's clips, and a crop longer than one clip's speech holds a pause."""
+    n, length = 6, 4000
+    clean = torch.zeros(n, length)
+    for i in range(n):  # 0.1 s of a distinct tone per clip, padded with silence
+        t = torch.arange(800) / 8000
+        clean[i, 1000:1800] = 0.3 * torch.sin(2 * math.pi * (200 + 100 * i) * t)
+    model = Denoiser(
+        Denoiser.default_config(8000, length, hidden=16, blocks=1, crop=3000, join=True, join_gap=[0.1, 0.1])
+    )
+    torch.manual_seed(3)
+    a = model.clean_batch(Batch(clean))
+    torch.manual_seed(3)
+    b = model.clean_batch(Batch(clean))
+    torch.testing.assert_close(a, b)
+    assert a.shape == (n, 3000)
+    speech = torch.cat([clean[i, 1000:1800] for i in range(n)])
+    for row in a:
+        voiced = row[row.abs() > 0]
+        assert len(voiced) > 800  # more than one clip's speech
+        assert bool(torch.isin(voiced, speech).all())  # nothing but the clips' own samples
+        silent = (row.abs() < 1e-12).int()  # a run of >= 0.1 s of silence: the gap between clips
+        runs = torch.diff(torch.cat([torch.tensor([0]), silent, torch.tensor([0])]))
+        starts, ends = (runs == 1).nonzero().flatten(), (runs == -1).nonzero().flatten()
+        assert int((ends - starts).max()) >= 0.1 * 8000 - 1
+    with pytest.raises(ConfigError, match="join_gap"):
+        from_dict(DenoiserConfig, {"join_gap": [0.3, 0.1]})
