@@ -256,7 +256,8 @@ class MaskNet(nn.Module):
         pad = max(0, self.stft_cfg.n_fft - length)  # torch.stft's reflect padding needs n_fft/2 samples
         spec = stft(F.pad(x, (0, pad)), self.stft_cfg)  # (B, bins, frames)
         magnitude = spec.abs()
-        feats = torch.log(magnitude / _rms(x)[..., None] + 1e-4)
+        log_magnitude = torch.log(magnitude / _rms(x)[..., None] + 1e-4)
+        feats = log_magnitude
         if self.phase_input:
             unit = spec / magnitude.clamp_min(1e-8)
             feats = torch.cat([feats, unit.real, unit.imag], 1)
@@ -264,7 +265,7 @@ class MaskNet(nn.Module):
         if self.complex:
             re, im = h.chunk(2, 1)
             if self.refine is not None:
-                delta = self.refine(torch.stack([feats[:, : re.shape[1]], re, im], 1)).float()
+                delta = self.refine(torch.stack([log_magnitude, re, im], 1)).float()
                 re, im = re + delta[:, 0], im + delta[:, 1]
             mag = torch.sqrt(re * re + im * im + 1e-12)
             mask = torch.complex(re, im) * (torch.tanh(mag) / mag)  # |M| < 1, phase free
