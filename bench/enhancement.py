@@ -157,7 +157,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the probe's dataset and run here")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "enhancement.md")
     args = ap.parse_args()
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # core/threads.py: idle threads yield their core
+    from genforge.core.threads import set_wait_policy
+
+    set_wait_policy()  # as `genforge` does before torch and numpy load: idle threads yield their core
     import torch
 
     torch.set_num_threads(args.threads)

@@ -372,15 +372,29 @@ def test_thread_count_from_option_environment_or_free_cores(monkeypatch, torch_t
 
 def test_a_fresh_process_starts_torch_with_the_chosen_threads(tmp_path):
     code = ("import os; from genforge.core import threads; plan = threads.configure({n}); import torch; "
-            "print(plan.threads, torch.get_num_threads(), os.environ.get('GOMP_SPINCOUNT'))")  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "GENFORGE_THREAD"))}
+            "print(plan.threads, torch.get_num_threads(), os.environ.get('GOMP_SPINCOUNT'), "
+            "os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "GENFORGE_THREAD"))}
     out = subprocess.run([sys.executable, "-c", code.format(n=1)], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "1", str(threads.SPINCOUNT)]
+    assert out.stdout.split() == ["1", "1", str(threads.SPINCOUNT), str(threads.BLAS_TIMEOUT)]
     out = subprocess.run([sys.executable, "-c", code.format(n=None)], env={**env, threads.POLICY_ENV: "off"},
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "None" and out.stdout.split()[2] == "None"
+    assert out.stdout.split()[0] == "None" and out.stdout.split()[2:] == ["None", "None"]
+    out = subprocess.run([sys.executable, "-c", code.format(n=1)], env={**env, "OPENBLAS_THREAD_TIMEOUT": "28"},
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[2:] == [str(threads.SPINCOUNT), "28"]  # the user's setting stands
+
+
+def test_wait_policy_leaves_loaded_runtimes_alone(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch")
+    assert threads.set_wait_policy(env := {}) == env == {"GOMP_SPINCOUNT": str(threads.SPINCOUNT)}  # numpy loaded
+    monkeypatch.delitem(sys.modules, "numpy")
+    assert threads.set_wait_policy(env := {"OMP_WAIT_POLICY": "passive"}) == {
+        "OPENBLAS_THREAD_TIMEOUT": str(threads.BLAS_TIMEOUT)
+    }
 
 
 COMPUTE_COMMANDS = [["train"], ["sample"], ["restore"], ["eval"], ["evaluator", "train"], ["report"],

@@ -13,7 +13,12 @@ BENCHMARKS.md). `configure`, called by every compute command before torch starts
   least 1;
 - bounds how long idle OpenMP threads spin (GOMP_SPINCOUNT, unless OMP_WAIT_POLICY or
   GOMP_SPINCOUNT is set): a thread still catches the next operation of a step, but gives its core
-  up quickly to another process that needs it.
+  up quickly to another process that needs it;
+- bounds how long numpy's OpenBLAS threads spin after a call (OPENBLAS_THREAD_TIMEOUT, unless
+  set): about 0.1 s by default, during which torch's threads in the same process compete with
+  them for the cores. Scoring speech enhancement (pystoi's matrix products between the model's
+  calls) cut the model's measured real-time factor from about 70 to about 30 that way
+  (BENCHMARKS.md, "Speech enhancement").
 
 `GENFORGE_THREAD_POLICY=off` leaves both to torch and OpenMP (the behaviour before); an explicit
 `--threads` still applies. In a process that imported torch before (a notebook, the tests), only
@@ -36,6 +41,9 @@ POLICY_ENV = "GENFORGE_THREAD_POLICY"  # "off": torch's and OpenMP's own default
 # libgomp spins this many times (a pause instruction each: roughly 0.03-0.5 ms, by CPU) before a
 # waiting thread sleeps; its default is 300,000 and OMP_WAIT_POLICY=passive means 0
 SPINCOUNT = 10000
+# OpenBLAS's idle threads spin for 2**n CPU cycles before they sleep (its default n = 28: about
+# 0.1 s); 2**20 is about 0.4 ms at 2.5 GHz, the same order as SPINCOUNT
+BLAS_TIMEOUT = 20
 SAMPLE_S = 0.1  # how long to watch /proc/stat for other processes' load
 THREADS_HELP = (
     "CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other processes at start)."
@@ -140,15 +148,19 @@ def _env_threads(environ: MutableMapping[str, str]) -> int | None:
 
 
 def set_wait_policy(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Bound the spinning of idle OpenMP threads, unless the user chose a policy or torch (with its
-    OpenMP runtime) is already loaded; returns the variables set."""
+    """Bound the spinning of idle OpenMP threads and of numpy's OpenBLAS threads, each unless the
+    user chose its setting or its runtime is already loaded (torch, numpy: they read it once, at
+    load); returns the variables set."""
     environ = os.environ if environ is None else environ
-    if environ.get(POLICY_ENV, "").lower() == "off" or "torch" in sys.modules:
+    if environ.get(POLICY_ENV, "").lower() == "off":
         return {}
-    if any(k in environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
-        return {}
-    environ["GOMP_SPINCOUNT"] = str(SPINCOUNT)
-    return {"GOMP_SPINCOUNT": str(SPINCOUNT)}
+    env = {}
+    if "torch" not in sys.modules and not any(k in environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        env["GOMP_SPINCOUNT"] = str(SPINCOUNT)
+    if "numpy" not in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in environ:
+        env["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_TIMEOUT)
+    environ.update(env)
+    return env
 
 
 def configure(threads: int | None = None, environ: MutableMapping[str, str] | None = None) -> ThreadPlan:
