@@ -252,3 +252,23 @@ def test_joined_crops_are_strips_of_several_clips():
         assert int((ends - starts).max()) >= 0.1 * 8000 - 1
     with pytest.raises(ConfigError, match="join_gap"):
         from_dict(DenoiserConfig, {"join_gap": [0.3, 0.1]})
+
+
+def test_mask_limit_bounds_the_gain_of_every_bin():
+    """`mask_limit` bounds |M| (a tanh of the raw mask's magnitude, scaled): with a raw mask driven
+    far past it, a bin's output is at most `mask_limit` x its input's; the default 1 can only
+    attenuate, 2 may also raise a bin."""
+    x = torch.from_numpy(synth_clips(2, 2, 1, 4000, 8000, seed=3)[0])
+    for limit in (1.0, 2.0):
+        model = Denoiser(Denoiser.default_config(8000, 4000, hidden=16, blocks=1, mask_limit=limit))
+        net = model.net
+        with torch.no_grad():
+            net.out[1].weight.zero_()
+            net.out[1].bias.fill_(50.0)  # re = im = 50 in every bin: |m| far above the limit
+        y = model.net(x)
+        spec_in, spec_out = (torch.stft(v, 256, 64, window=torch.hann_window(256), return_complex=True) for v in (x, y))
+        ratio = spec_out.abs()[..., 4:-4] / spec_in.abs()[..., 4:-4].clamp_min(1e-3)
+        loud = spec_in.abs()[..., 4:-4] > 1e-2
+        torch.testing.assert_close(ratio[loud].median(), torch.tensor(limit), atol=0.02, rtol=0.0)
+    with pytest.raises(ConfigError, match="mask_limit"):
+        from_dict(DenoiserConfig, {"mask_limit": 0.0})
