@@ -71,19 +71,22 @@ def wait_in_flight(url: str, n: int) -> None:
 
 
 def test_sigterm_finishes_requests_in_flight(tmp_path):
-    run = make_run(tmp_path, delay_ms=300)
+    run = make_run(tmp_path, delay_ms=600)
     pipe = load_pipeline(run)
     proc, url = start_server(run, "--max-wait-ms", "1")
     try:
         seeds = list(range(8))
-        with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
+        # all 8 must arrive while the first request's pass runs (it is batched alone: --max-wait-ms
+        # 1), or the first is done before the last is in and 8 are never in flight at once: one
+        # client made beforehand (a fresh `httpx.post` builds its own, TLS context included, under
+        # the GIL) and a 600 ms pass (300 ms failed once in a CI run on a machine losing CPU to steal)
+        limits = httpx.Limits(max_connections=len(seeds))
+        with httpx.Client(limits=limits, timeout=30) as client, concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
             futures = [
-                pool.submit(
-                    httpx.post, url + "/v1/generate", json={"n": 1, "seed": s, "format": "npy"}, timeout=30
-                )
+                pool.submit(client.post, url + "/v1/generate", json={"n": 1, "seed": s, "format": "npy"})
                 for s in seeds
             ]
-            wait_in_flight(url, len(seeds))  # the first pass (300 ms) is running, the rest are queued
+            wait_in_flight(url, len(seeds))  # the first pass (600 ms) is running, the rest are queued
             proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
         assert [r.status_code for r in responses] == [200] * len(seeds)
