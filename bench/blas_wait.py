@@ -84,7 +84,7 @@ def main() -> None:
             print(f"round {r + 1} {name}: model {row['rtf']:.0f}, noisereduce {row['noisereduce_rtf']:.0f}, "
                   f"steal {row['steal']:.0%}", flush=True)  # fmt: skip
     base, new = (results[name] for name in SETTINGS)
-    ratios = [b["rtf"] and n["rtf"] / b["rtf"] for b, n in zip(base, new, strict=True)]
+    ratios = [n["rtf"] / b["rtf"] for b, n in zip(base, new, strict=True)]
     rows = [
         [
             name,

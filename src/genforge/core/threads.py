@@ -17,10 +17,10 @@ BENCHMARKS.md). `configure`, called by every compute command before torch starts
 - bounds how long numpy's OpenBLAS threads spin after a call (OPENBLAS_THREAD_TIMEOUT, unless
   set): about 0.1 s by default, during which torch's threads in the same process compete with
   them for the cores. Scoring speech enhancement (pystoi's matrix products between the model's
-  calls) cut the model's measured real-time factor from about 70 to about 30 that way
+  calls) measured the model at 26-28x real time that way instead of 79-107x
   (BENCHMARKS.md, "Speech enhancement").
 
-`GENFORGE_THREAD_POLICY=off` leaves both to torch and OpenMP (the behaviour before); an explicit
+`GENFORGE_THREAD_POLICY=off` leaves all of this to torch, OpenMP and OpenBLAS (the behaviour before); an explicit
 `--threads` still applies. In a process that imported torch before (a notebook, the tests), only
 an explicit `--threads` changes anything: the host program owns its threads.
 """
