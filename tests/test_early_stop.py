@@ -104,6 +104,22 @@ def test_lower_bounds_pass_min_gates_only_and_blame_nothing():
     assert "conditional_accuracy >= 0.9 (best 0.7)" in reasons[2]
 
 
+def test_only_a_short_lower_bound_asks_for_a_full_check_and_full_checks_certify():
+    lb = frozenset({"coverage"})
+    t = GateTracker(GATES, EarlyStopConfig(consecutive=2), lb)
+    assert not t.needs_full({"coverage": 0.3, "conditional_accuracy": 0.8})  # an unbiased gate is short
+    assert t.needs_full({"coverage": 0.3, "conditional_accuracy": 0.95})  # only the lower bound is
+    assert not t.needs_full({"coverage": 0.7, "conditional_accuracy": 0.95})  # the lower bound passes already
+    assert not GateTracker(GATES, EarlyStopConfig()).needs_full({"coverage": 0.3, "conditional_accuracy": 0.95})
+    # a max gate on a lower bound never certifies from few samples: only a full check can pass it
+    cov_max = GateTracker([Gate("coverage", max=0.9)], EarlyStopConfig(consecutive=1), lb)
+    assert cov_max.needs_full({"coverage": 0.5})
+    assert cov_max.observe(1, 0.0, 1.0, {"coverage": 0.5}, full=True).startswith("early stop")
+    assert t.observe(1, 0.0, 1.0, {"coverage": 0.7, "conditional_accuracy": 0.95}, full=True) is None
+    reason = t.observe(2, 0.0, 1.0, {"coverage": 0.7, "conditional_accuracy": 0.95}, full=True)
+    assert reason is not None and reason.startswith("early stop") and [c.full for c in t.checks] == [True, True]
+
+
 def test_config_is_checked():
     with pytest.raises(ConfigError, match="n"):
         EarlyStopConfig(n=2)
@@ -132,7 +148,7 @@ class ScriptedProbe(GateProbe):
         self.setup_step = trainer.step
         time.sleep(self.setup_s)
 
-    def measure(self, trainer, step):
+    def measure(self, trainer, step, full=False):
         self.calls.append(step)
         return self.values[min(len(self.calls), len(self.values)) - 1]
 
@@ -173,6 +189,25 @@ def test_passing_gates_end_training_and_setup_is_off_the_clock(tmp_path, dataset
     assert probe.setup_step == 0 and es.report()["setup_seconds_before_clock"] >= 1.5
     assert summary["step"] == 3 and summary["stop_reason"].startswith("early stop")
     assert es.report()["outcome"] == "passed"
+
+
+def test_a_coverage_gated_run_stops_on_full_checks(tmp_path, dataset):
+    class FewSamples(ScriptedProbe):
+        lower_bounds = frozenset({"coverage"})
+
+        def measure(self, trainer, step, full=False):
+            self.calls.append((step, full))
+            # from few samples coverage reads low; from the final count it passes
+            return {"coverage": 0.8 if full else 0.4, "conditional_accuracy": 0.5 if step < 4 else 0.95}
+
+    probe = FewSamples([])
+    es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: probe)
+    summary = _fit(tmp_path / "run", dataset, es, steps=200)
+    # steps 2: accuracy short, no full check; 4 and 6: only the lower bound short -> full checks, which pass
+    assert probe.calls == [(2, False), (4, False), (4, True), (6, False), (6, True)]
+    assert summary["step"] == 6 and summary["stop_reason"].startswith("early stop")
+    checks = es.report()["checks"]
+    assert [c.get("full", False) for c in checks] == [False, True, True] and checks[-1]["coverage"] == 0.8
 
 
 def test_unmeasurable_gates_leave_training_to_its_budget(tmp_path, dataset):

@@ -25,7 +25,10 @@ early but does not stop one on a value the final evaluation would not reach. A l
 pass a `min` gate, never a `max` one, and its plateau blames nothing: with real MNIST digits as
 the samples, coverage reads 0.37 from 500 and 0.965 from 5,000. (Comparing `n`
 samples with a reference subset of the final ratio instead was tried: on a 10-class glyph set
-it read coverage 0.50 where the final evaluation measured 0.32.)
+it read coverage 0.50 where the final evaluation measured 0.32.) So when every other gate passes
+with its margin and only a lower-bound reading is short, the same check is measured again with
+the final evaluation's number of samples (a "full" check, `GateProbe.measure(full=True)`), whose
+values are unbiased: a coverage-gated run can stop early once the final evaluation would pass.
 
 Cost: the checks run inside the training clock, so they spend the budget they watch. They are
 spaced so that their measured cost stays under `time_share` of the elapsed training time, and
@@ -41,6 +44,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from genforge.core.errors import ConfigError
@@ -97,6 +101,7 @@ class Check:
     elapsed: float  # training seconds at the check
     values: dict[str, float | None]
     passed: bool  # every gate with margin
+    full: bool = False  # measured with the final evaluation's number of samples
 
 
 @dataclass
@@ -115,15 +120,27 @@ class GateTracker:
     since_gain: int = 0
     streak: int = 0
 
+    def needs_full(self, values: dict[str, float | None]) -> bool:
+        """Whether only lower-bound readings keep this check from passing: every gate measured
+        without bias passes with the margin, and a lower-bound one does not certify."""
+        cfg, short = self.config, False
+        for g in self.gates:
+            ok = shortfall(g, values.get(g.metric), cfg.margin) == 0.0
+            if g.metric not in self.lower_bounds and not ok:
+                return False
+            short = short or (g.metric in self.lower_bounds and not (ok and self._certifies(g)))
+        return short
+
     def observe(
-        self, step: int, elapsed: float, progress: float, values: dict[str, float | None]
+        self, step: int, elapsed: float, progress: float, values: dict[str, float | None], full: bool = False
     ) -> str | None:
-        """Record one check; the reason to stop now, or None."""
+        """Record one check (`full`: measured with the final evaluation's sample count, so no
+        value is a lower bound); the reason to stop now, or None."""
         cfg = self.config
         shorts = [shortfall(g, values.get(g.metric), cfg.margin) for g in self.gates]
-        passed = all(short == 0.0 and self._certifies(g) for g, short in zip(self.gates, shorts, strict=True))
+        passed = all(short == 0.0 and (full or self._certifies(g)) for g, short in zip(self.gates, shorts, strict=True))
         self.checks.append(
-            Check(step, round(elapsed, 2), {g.metric: values.get(g.metric) for g in self.gates}, passed)
+            Check(step, round(elapsed, 2), {g.metric: values.get(g.metric) for g in self.gates}, passed, full)
         )
         self.streak = self.streak + 1 if passed else 0
         self.best = self.best or [math.inf] * len(self.gates)
@@ -139,7 +156,7 @@ class GateTracker:
             return self._passed_reason()
         failing = [g for g, short in zip(self.gates, shorts, strict=True) if short > 0.0]
         # only a gate measured without bias can show that training no longer helps
-        if any(g.metric not in self.lower_bounds for g in failing) and self.since_gain >= cfg.patience \
+        if any(full or g.metric not in self.lower_bounds for g in failing) and self.since_gain >= cfg.patience \
                 and progress >= cfg.min_progress:  # fmt: skip
             return self._stall_reason(failing)
         return None
@@ -184,7 +201,9 @@ class GateProbe:
     lower_bounds: frozenset[str] = frozenset()
 
     @classmethod
-    def for_scenario(cls, scenario: Any) -> GateProbe:
+    def for_scenario(cls, scenario: Any, reference: Path | None = None) -> GateProbe:
+        """The probe for `scenario`'s gates; `reference`: the dataset the final evaluation scores
+        against, when it is not the one trained on (a fine-tune to a new voice)."""
         raise NotImplementedError
 
     def problem(self, trainer: Any, metrics: list[str]) -> str | None:
@@ -193,7 +212,8 @@ class GateProbe:
     def setup(self, trainer: Any) -> None:
         raise NotImplementedError
 
-    def measure(self, trainer: Any, step: int) -> dict[str, float]:
+    def measure(self, trainer: Any, step: int, full: bool = False) -> dict[str, float]:
+        """The gate metrics now; `full`: from the final evaluation's number of samples."""
         raise NotImplementedError
 
 
@@ -207,14 +227,15 @@ class ImageGateProbe(GateProbe):
     split, fixed-seed samples of the training class mix from the EMA weights)."""
 
     def __init__(self, n: int, features: str | None, seed: int, n_final: int):
-        self.n, self.features, self.seed = n, features, seed
+        self.n, self.features, self.seed, self.n_final = n, features, seed, n_final
         self.metric_names: list[str] = []
         self.evaluator: Any = None
         # averages over the real images: fewer samples than the final evaluation's read low
         self.lower_bounds = frozenset({"coverage", "recall"}) if n < n_final else frozenset()
 
     @classmethod
-    def for_scenario(cls, scenario: Any) -> ImageGateProbe:
+    def for_scenario(cls, scenario: Any, reference: Path | None = None) -> ImageGateProbe:
+        # image scenarios evaluate against the data they train on: `reference` is that data
         from genforge.evaluate.evaluate import IMAGE_N
 
         n_final = scenario.evaluate.n or IMAGE_N
@@ -249,10 +270,14 @@ class ImageGateProbe(GateProbe):
                                       metrics=self.metric_names)  # fmt: skip
         self.evaluator.on_train_start(trainer)  # trains (or loads) the evaluator, reference features
 
-    def measure(self, trainer: Any, step: int) -> dict[str, float]:
+    def measure(self, trainer: Any, step: int, full: bool = False) -> dict[str, float]:
         from genforge.evaluate.callback import PREFIX
 
-        values = self.evaluator.evaluate(trainer, step)  # also logs eval/<metric> into metrics.jsonl
+        self.evaluator.n = self.n_final if full else self.n
+        try:
+            values = self.evaluator.evaluate(trainer, step)  # also logs eval/<metric> into metrics.jsonl
+        finally:
+            self.evaluator.n = self.n
         return {k[len(PREFIX) :]: v for k, v in values.items()}
 
 
@@ -320,6 +345,9 @@ class EarlyStop(Callback):
             return
         t0 = time.perf_counter()
         values: dict[str, float | None] = dict(self.probe.measure(trainer, step))
+        full = bool(self.probe.lower_bounds) and self.tracker.needs_full(values)
+        if full:  # only lower-bound readings fall short: measure them as the final evaluation will
+            values = dict(self.probe.measure(trainer, step, full=True))
         cost = time.perf_counter() - t0
         self.check_seconds += cost
         self._last_cost = cost
@@ -332,7 +360,7 @@ class EarlyStop(Callback):
             self.disabled = f"gate metric(s) {', '.join(missing)} could not be measured during training"
             self.probe, self.outcome = None, "off"
             return
-        self.reason = self.tracker.observe(step, now, progress, values)
+        self.reason = self.tracker.observe(step, now, progress, values, full)
         if self.reason is not None:
             self.outcome = "passed" if self.reason.startswith("early stop") else "stalled"
             trainer.log_metrics(step, {"event": EVENT, "outcome": self.outcome, "reason": self.reason})
@@ -350,8 +378,8 @@ class EarlyStop(Callback):
         if self.tracker.checks:
             share = self.check_seconds / self.train_seconds if self.train_seconds else None
             out.update({
-                "checks": [{"step": c.step, "elapsed_s": c.elapsed, "passed": c.passed, **c.values}
-                           for c in self.tracker.checks],
+                "checks": [{"step": c.step, "elapsed_s": c.elapsed, "passed": c.passed, **c.values,
+                            **({"full": True} if c.full else {})} for c in self.tracker.checks],
                 "check_seconds": round(self.check_seconds, 3),
                 "check_share": None if share is None else round(share, 4),
                 "train_seconds": round(self.train_seconds, 2),
@@ -361,11 +389,15 @@ class EarlyStop(Callback):
         return out
 
 
-def early_stop_for(scenario: Any) -> EarlyStop:
+def early_stop_for(scenario: Any, reference: Path | None = None) -> EarlyStop:
     """The scenario's EarlyStop: its gates, its `train.early_stop` settings, and the gate probe
-    registered for the data's modality (none: early stopping is off, and the summary says so)."""
+    registered for the data's modality (none: early stopping is off, and the summary says so).
+    `reference`: the dataset the final evaluation scores against, where it is not the training data."""
 
     def probe(modality: str) -> GateProbe | None:
-        return PROBES.get(modality).for_scenario(scenario) if modality in PROBES else None
+        return PROBES.get(modality).for_scenario(scenario, reference) if modality in PROBES else None
 
     return EarlyStop(scenario.evaluate.gates, scenario.train.early_stop, probe)
+
+
+import genforge.scenarios.audio_gates  # noqa: E402, F401  (registers the audio probe in PROBES)

@@ -123,7 +123,9 @@ def apply_adapt_overrides(sc: Scenario, speaker: str | None, base: str | None) -
 
 
 def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_from: Path | None = None,
-           freeze_trunk: bool = False) -> dict[str, Any]:  # fmt: skip
+           freeze_trunk: bool = False, reference: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train `sc`'s model on `dataset` into `run_dir`, its gates measured during training against
+    `reference` (the dataset the final evaluation scores against; default `dataset`)."""
     from genforge.data.canonical import open_dataset
     from genforge.scenarios.early_stop import early_stop_for
     from genforge.scenarios.sizing import DataFacts, size_recipe
@@ -139,7 +141,7 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_fr
     cfg_file = run_dir / "train-config.yaml"
     write_text(cfg_file, yaml.safe_dump(layers, sort_keys=False))
     flags = {"max_time": sc.train.max_time, "steps": sc.train.steps, "seed": sc.train.seed}
-    early_stop = early_stop_for(sc)  # measures the gates during training (scenarios/early_stop.py)
+    early_stop = early_stop_for(sc, reference)  # measures the gates during training (scenarios/early_stop.py)
     trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags,
                             conditional=sc.model.conditional, callbacks=[early_stop], init_from=init_from,
                             freeze_trunk=freeze_trunk)
@@ -183,15 +185,17 @@ def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: 
         base_summary = stage("train base", _train, base_sc, base_data, base_run, console)
     else:
         base_run = check_base_run(Path(a.base), target)
+    options = {**sc.evaluate.options, "target_speaker": target}
     tuned = replace(sc, model=replace(sc.model, config=merge(sc.model.config, a.model)),
-                    train=replace(sc.train, max_time=a.max_time, steps=a.steps, config=merge(sc.train.config, a.config)))  # fmt: skip
-    trained = stage("adapt", _train, tuned, target_data, run_dir, console, base_run, a.freeze_trunk)
+                    train=replace(sc.train, max_time=a.max_time, steps=a.steps, config=merge(sc.train.config, a.config)),
+                    evaluate=replace(sc.evaluate, options=options))  # fmt: skip
+    # the gates are measured as the final evaluation measures them: against every voice's clips
+    trained = stage("adapt", _train, tuned, target_data, run_dir, console, base_run, a.freeze_trunk, dataset)
     trained["adapt"] = {"speaker": target, "base_speakers": others, "clips": clips, "rehearsal_clips": rehearsed,
                         "base_run": str(base_run),
                         "base_data": str(base_data), "target_data": str(target_data), "freeze_trunk": a.freeze_trunk,
                         "base_train": None if base_summary is None else
                         {k: base_summary[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip
-    options = {**sc.evaluate.options, "target_speaker": target}
     return replace(sc, adapt=replace(a, speaker=target), evaluate=replace(sc.evaluate, options=options)), trained
 
 

@@ -541,7 +541,7 @@ class Trainer:
                 model, stem, self._log, self.step, n=n, seed=self.config.sample_seed, labels=self.sample_labels(n)
             )
 
-    def _dataset_info(self) -> dict[str, Any]:
+    def dataset_info(self) -> dict[str, Any]:
         # the class frequencies the model saw: conditional sampling for evaluation draws labels
         # in these proportions (models/pipeline.py `class_mix_labels`)
         split = self.dataset.split(self.config.split)
@@ -551,7 +551,7 @@ class Trainer:
     def save_final(self) -> None:
         use_ema = self.ema is not None and self.config.final_weights == "ema"
         info = {
-            "dataset": self._dataset_info(),
+            "dataset": self.dataset_info(),
             "step": self.step,
             "images": self.images_seen,
             "ema": use_ema,
@@ -577,7 +577,7 @@ class Trainer:
                 "model_config": to_dict(self.model.config),
                 "train": to_dict(self.config),
                 "augment": to_dict(self.augment_config) if self.augment_config is not None else None,
-                "dataset": self._dataset_info(),
+                "dataset": self.dataset_info(),
                 "world_size": self.ctx.world_size,
                 "device": str(self.device),
                 "precision": self.precision.name,

@@ -32,6 +32,7 @@ target's clips of the train split.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,61 @@ def target_rows(dataset: Any, split: str, speaker_id: int) -> np.ndarray:
     return np.flatnonzero(ids == speaker_id)
 
 
+@dataclass
+class TargetClips:
+    """The target speaker's real clips that score a run's clips made for it (`target_clips`):
+    rows of the held-out split, of the train split the run trained on and did not, and the
+    evaluator's features of the latter two sets (the memorisation audit's)."""
+
+    speaker: str
+    sid: int  # the speaker's id in the dataset
+    held: np.ndarray
+    trained: np.ndarray
+    unseen_train: np.ndarray
+    trained_from: str
+    trained_features: np.ndarray
+    unseen_features: np.ndarray  # held-out takes and training clips the run did not use
+
+
+def target_clips(dataset: Any, evaluator: Any, reference: FeatureSet, train: FeatureSet | None, split: str,
+                 speaker: str, run_dir: Path) -> TargetClips:  # fmt: skip
+    """The target's clips in `dataset` for the run at `run_dir` (which names what it trained on)."""
+    if speaker not in dataset.speaker_names:
+        raise ConfigError(f"option {OPTION}: {speaker!r} is not a speaker of {dataset.path} "
+                          f"(its speakers: {', '.join(dataset.speaker_names)})")  # fmt: skip
+    if evaluator.num_speakers == 0 or train is None:
+        raise ConfigError(
+            f"option {OPTION}: needs an evaluator with a speaker head and a train split in {dataset.path}"
+        )
+    sid = dataset.speaker_names.index(speaker)
+    held = target_rows(dataset, split, sid)
+    train_rows = target_rows(dataset, "train", sid)
+    seen = trained_hashes(run_dir)
+    train_hashes = dataset.train_split.index["hashes"]
+    trained = (
+        train_rows if seen is None else np.array([i for i in train_rows if train_hashes[i] in seen], np.int64)
+    )
+    if not len(held) or not len(trained):
+        raise ConfigError(f"option {OPTION}: {dataset.path} needs clips of {speaker!r} in both its {split!r} split "
+                          f"and the run's training clips (found {len(held)} and {len(trained)})")  # fmt: skip
+    unseen_train = np.setdiff1d(train_rows, trained)
+    return TargetClips(speaker, sid, held, trained, unseen_train,
+                       CLIPS_RECORD if seen is not None else "the target's clips of the train split",
+                       train.features[trained], np.concatenate([reference.features[held], train.features[unseen_train]]))  # fmt: skip
+
+
+def target_scores(clips: TargetClips, feats: Any, labels: np.ndarray | None) -> tuple[dict[str, float], Any]:
+    """(speaker accuracy, digit accuracy, memorised share) of clips made for the target, from
+    their evaluator features `feats`, and the feature-space audit behind the last."""
+    values = {"target_speaker_accuracy": float((feats.speaker_probs.argmax(1) == clips.sid).mean())}
+    if labels is not None:
+        values["target_digit_accuracy"] = float((feats.probs.argmax(1) == labels).mean())
+    # the unseen takes calibrate the audit: held-out ones and training clips the run did not use
+    audit = audit_space("features", feats.features, clips.trained_features, clips.unseen_features, AuditConfig())
+    values["target_memorised_share"] = audit.summary["copy_rate"]
+    return values, audit
+
+
 def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureSet, train: FeatureSet | None,
                     split: str, config: Any, speaker: str,
                     others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -84,45 +140,19 @@ def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureS
         raise ConfigError(f"option {OPTION}: the target-speaker evaluation generates from a run directory")
     if not pipe.speaker_conditional:
         raise ConfigError(f"option {OPTION}: model {pipe.name!r} is not speaker-conditional")
-    if speaker not in dataset.speaker_names:
-        raise ConfigError(f"option {OPTION}: {speaker!r} is not a speaker of {dataset.path} "
-                          f"(its speakers: {', '.join(dataset.speaker_names)})")  # fmt: skip
-    if evaluator.num_speakers == 0 or train is None:
-        raise ConfigError(
-            f"option {OPTION}: needs an evaluator with a speaker head and a train split in {dataset.path}"
-        )
-    sid = dataset.speaker_names.index(speaker)
+    clips = target_clips(dataset, evaluator, reference, train, split, speaker, Path(pipe.path))
+    assert train is not None  # target_clips checked it
+    sid, held = clips.sid, clips.held
     samples = generate_from_run(pipe, config.n, config.seed, dataset.sample_rate, dataset.clip_length,
                                 dataset.speaker_names, speaker=speaker)  # fmt: skip
     feats = evaluator.extract(samples.audio, config.batch_size)
-    values: dict[str, float] = {
-        "target_speaker_accuracy": float((feats.speaker_probs.argmax(1) == sid).mean())
-    }
-    if samples.labels is not None:
-        values["target_digit_accuracy"] = float((feats.probs.argmax(1) == samples.labels).mean())
-    # the target's clips: held-out ones (the FAD reference) and training ones, split by what the run saw
-    held = target_rows(dataset, split, sid)
-    train_rows = target_rows(dataset, "train", sid)
-    seen = trained_hashes(Path(pipe.path))
-    train_hashes = dataset.train_split.index["hashes"]
-    trained = (
-        train_rows if seen is None else np.array([i for i in train_rows if train_hashes[i] in seen], np.int64)
-    )
-    unseen_train = np.setdiff1d(train_rows, trained)
-    if not len(held) or not len(trained):
-        raise ConfigError(f"option {OPTION}: {dataset.path} needs clips of {speaker!r} in both its {split!r} split "
-                          f"and the run's training clips (found {len(held)} and {len(trained)})")  # fmt: skip
+    values, audit = target_scores(clips, feats, samples.labels)
     held_set = FeatureSet(reference.features[held])
     values["target_fad"] = fid_between(FeatureSet(feats.features), held_set)
-    values["target_fad_control"] = fid_between(FeatureSet(train.features[trained]), held_set)
-    # the unseen takes calibrate the audit: held-out ones and training clips the run did not use
-    unseen_feats = np.concatenate([reference.features[held], train.features[unseen_train]])
-    cfg = AuditConfig()
-    audit = audit_space("features", feats.features, train.features[trained], unseen_feats, cfg)
+    values["target_fad_control"] = fid_between(FeatureSet(clips.trained_features), held_set)
     train_audio = np.asarray(dataset.train_split.audio)
-    unseen_audio = np.concatenate([np.asarray(dataset.split(split).audio[held]), train_audio[unseen_train]])
-    wave = audit_space("waveform", samples.audio, train_audio[trained], unseen_audio, cfg)
-    values["target_memorised_share"] = audit.summary["copy_rate"]
+    unseen_audio = np.concatenate([np.asarray(dataset.split(split).audio[held]), train_audio[clips.unseen_train]])
+    wave = audit_space("waveform", samples.audio, train_audio[clips.trained], unseen_audio, AuditConfig())
     real = evaluator.extract(np.asarray(dataset.split(split).audio[held]), config.batch_size)
     values["target_real_speaker_accuracy"] = float((real.speaker_probs.argmax(1) == sid).mean())
     values["target_real_digit_accuracy"] = float(
@@ -136,8 +166,8 @@ def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureS
     attributed = np.bincount(feats.speaker_probs.argmax(1), minlength=len(dataset.speaker_names))
     details = {
         "speaker": speaker, "n_samples": len(samples.audio), "heldout_split": split, "heldout_clips": int(len(held)),
-        "trained_clips": int(len(trained)), "unseen_train_clips": int(len(unseen_train)),
-        "trained_from": CLIPS_RECORD if seen is not None else "the target's clips of the train split",
+        "trained_clips": int(len(clips.trained)), "unseen_train_clips": int(len(clips.unseen_train)),
+        "trained_from": clips.trained_from,
         "attributed_to": {name: int(c) for name, c in zip(dataset.speaker_names, attributed, strict=True)},
         "memorisation": {"features": audit.summary, "waveform": wave.summary},
         "warnings": small_sample_warning("target FAD", min(len(held), len(samples.audio))),
