@@ -319,27 +319,33 @@ def test_voice_clone_scenario_trains_base_then_adapts_and_scores_the_target(
     )
 
 
-def test_the_fine_tune_measures_its_gates_as_the_evaluation_does_and_stops_when_they_pass(wavs, tmp_path, monkeypatch,
-                                                                                          capsys):  # fmt: skip
-    # a check every step; the gates pass from the start, so two checks in a row stop the fine-tune
-    text = SCENARIO.replace("adapt: {max_clips: 12, steps: 3,", "adapt: {max_clips: 12, steps: 6,").replace(
-        "sample_every: 0}}", "sample_every: 0}, early_stop: {every: 1}}")
+def _last_check_against_eval(text: str, wavs: Path, tmp_path: Path, monkeypatch, capsys, *eval_args: str
+                             ) -> tuple[dict, dict, Path]:  # fmt: skip
+    """Run the scenario `text`, whose gates pass from the start with a check every step (so two
+    checks in a row stop training), and `genforge eval` its run with the probe's seed and n (the
+    train seed + 1; min(early_stop.n, evaluate.n)): (the last check, the evaluation's values, run)."""
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
     run = tmp_path / "run"
     assert run_scenario(str(path), data=str(wavs), out=run).passed
     es = json.loads((run / "summary.json").read_text())["early_stop"]
     assert es["outcome"] == "passed" and [c["step"] for c in es["checks"]] == [1, 2]
-    assert json.loads((run / "model.json").read_text())["step"] == 2  # stopped at the second check
-    # the last check scored the weights the run kept; the evaluation, given the probe's seed and
-    # n (the train seed + 1; min(early_stop.n, evaluate.n)), scores them against every voice the same
     out = tmp_path / "m.json"
     code, _, _ = run_cli(monkeypatch, capsys, "eval", run, "--ref", run / "dataset", "-n", "30", "--seed", "1",
-                         "--target-speaker", "cat", "--out", out)  # fmt: skip
-    values = json.loads(out.read_text())["values"]
+                         *eval_args, "--out", out)  # fmt: skip
     assert code == 0
+    return es["checks"][-1], json.loads(out.read_text())["values"], run
+
+
+def test_the_fine_tune_measures_its_gates_as_the_evaluation_does_and_stops_when_they_pass(wavs, tmp_path, monkeypatch,
+                                                                                          capsys):  # fmt: skip
+    text = SCENARIO.replace("adapt: {max_clips: 12, steps: 3,", "adapt: {max_clips: 12, steps: 6,").replace(
+        "sample_every: 0}}", "sample_every: 0}, early_stop: {every: 1}}")
+    # the last check scored the weights the run kept, against every voice, as the evaluation does
+    check, values, run = _last_check_against_eval(text, wavs, tmp_path, monkeypatch, capsys, "--target-speaker", "cat")
+    assert json.loads((run / "model.json").read_text())["step"] == 2  # stopped at the second check of six steps
     for key in ("target_speaker_accuracy", "target_digit_accuracy", "target_memorised_share"):
-        assert es["checks"][-1][key] == pytest.approx(values[key], abs=1e-9), key
+        assert check[key] == pytest.approx(values[key], abs=1e-9), key
 
 
 def test_an_audio_scenarios_gates_are_measured_during_training_as_the_evaluation_measures_them(
@@ -351,19 +357,10 @@ def test_an_audio_scenarios_gates_are_measured_during_training_as_the_evaluation
     text = "\n".join(line for line in text.splitlines() if not line.startswith(("adapt:", "           {metric")))
     text = text.replace("evaluate: {n: 30, gates: [{metric: target_speaker_accuracy, min: 0.0}, {metric: "
                         "target_digit_accuracy, min: 0.0},", "evaluate: {n: 30, gates: " + gates + "}")
-    path = tmp_path / "tiny.yaml"
-    path.write_text(text)
-    run = tmp_path / "run"
-    assert run_scenario(str(path), data=str(wavs), out=run).passed
-    es = json.loads((run / "summary.json").read_text())["early_stop"]
-    assert es["outcome"] == "passed" and [c["step"] for c in es["checks"]] == [1, 2]
-    out = tmp_path / "m.json"
-    code, _, _ = run_cli(monkeypatch, capsys, "eval", run, "--ref", run / "dataset", "-n", "30", "--seed", "1",
-                         "--out", out)  # fmt: skip
-    values = json.loads(out.read_text())["values"]
-    assert code == 0
+    text = text.replace("steps: 3,", "steps: 6,")
+    check, values, _ = _last_check_against_eval(text, wavs, tmp_path, monkeypatch, capsys)
     for key in ("conditional_accuracy", "coverage", "speaker_accuracy", "fad_memoriser_ratio"):
-        assert es["checks"][-1][key] == pytest.approx(values[key], rel=1e-6), key
+        assert check[key] == pytest.approx(values[key], rel=1e-6), key
 
 
 def test_voice_clone_preset_and_its_pieces():
