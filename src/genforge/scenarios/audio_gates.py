@@ -101,6 +101,8 @@ class AudioGateProbe(GateProbe):
 
     def floor(self, n: int) -> float:
         """The memoriser floor's FAD at n clips (computed once per n)."""
+        from dataclasses import replace
+
         from genforge.evaluate.audio.evaluation import baseline_clips, score
 
         s = self.state
@@ -108,7 +110,8 @@ class AudioGateProbe(GateProbe):
             dataset = s["dataset"]
             row = baseline_clips(dataset, dataset.reference_split.name, n, self.seed)["memoriser"]
             feats = s["evaluator"].extract(row["audio"])
-            records, _, _ = score(feats, row["labels"], row["speakers"], s["reference"], s["train"], s["config"], {})
+            config = replace(s["config"], metrics=["fid"])  # the floor's FAD alone
+            records, _, _ = score(feats, row["labels"], row["speakers"], s["reference"], s["train"], config, {})
             s["floors"][n] = records["fad"]["value"]
         return float(s["floors"][n])
 
