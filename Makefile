@@ -16,8 +16,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/genforge run
 
+# one worker per core (pytest-xdist), one torch thread each (tests/conftest.py): on 2 cores the
+# suite takes half the time of one process with two threads (BENCHMARKS.md, "Test suite")
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Under pytest-xdist (`make test` runs two workers on a 2-core machine) each worker keeps one
+# intra-op thread and bounds how long idle OpenMP/OpenBLAS threads spin, as genforge's own thread
+# policy does for two processes (core/threads.py): two workers with two spinning threads each
+# would put 4 busy threads on 2 cores. Set before any test module imports torch.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -51,3 +61,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_worker():
+    if XDIST_WORKER:
+        import torch
+
+        torch.set_num_threads(1)
+    yield
