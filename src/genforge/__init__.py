@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = ("ingest", "open_dataset", "train", "load", "evaluate", "run_scenario",
-        "Dataset", "RunInfo", "Model", "Generated", "EvalResult", "ScenarioResult")  # fmt: skip
+        "Dataset", "RunInfo", "Model", "Generated", "GeneratedAudio", "EvalResult", "ScenarioResult")  # fmt: skip
 
 __all__ = [*_API, "GenforgeError", "__version__"]
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily (
         Dataset,
         EvalResult,
         Generated,
+        GeneratedAudio,
         Model,
         RunInfo,
         ScenarioResult,

@@ -10,8 +10,9 @@ The command line is a layer over these same stage functions; from a notebook::
     result = genforge.evaluate(run.path, ref=data.path)
     print(result.values["conditional_accuracy"])
 
-Nothing here prints; errors are `genforge.GenforgeError` subclasses whose message names the file
-or field at fault. Every function works for every modality (images, text): the stage looks up
+Nothing here prints but training's progress lines on stderr (`config={"train": {"progress": "none"}}`
+silences them); errors are `genforge.GenforgeError` subclasses whose message names the file
+or field at fault. Every function works for every modality (images, audio, text): the stage looks up
 the part for the data's modality (docs/modalities.md).
 
 A complete example, run by the test suite (tiny budgets, so the numbers are not meaningful):
@@ -44,10 +45,14 @@ from typing import Any
 
 import numpy as np
 
+from genforge.core.errors import GenforgeError
+from genforge.core.modality import lookup, modality_registry
+
 __all__ = [
     "Dataset",
     "EvalResult",
     "Generated",
+    "GeneratedAudio",
     "Model",
     "RunInfo",
     "ScenarioResult",
@@ -96,6 +101,35 @@ class Generated:
 
     images: np.ndarray
     labels: np.ndarray | None
+
+    def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """Write FILE.npz (`images`, `labels`) or a folder of NNNNN[_classK].png files, atomically,
+        as `genforge sample --out` does."""
+        from genforge.train.sampling import write_images
+
+        write_images(out, self.images, self.labels, overwrite=overwrite)
+        return Path(out)
+
+
+@dataclass(frozen=True)
+class GeneratedAudio:
+    """Clips an audio model generated: float32 (N, T) in [-1, 1] at `sample_rate` Hz, the classes
+    (digits) asked for and the speaker ids used (None where the model has no such conditioning);
+    `speaker_names[i]` names speaker id i."""
+
+    audio: np.ndarray
+    sample_rate: int
+    labels: np.ndarray | None
+    speakers: np.ndarray | None
+    speaker_names: list[str]
+
+    def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """Write FILE.npz (`audio`, `sample_rate`, `labels`, `speakers`) or a folder of
+        NNNNN[_classK][_speakerS].wav files (16-bit PCM), atomically, as `genforge sample --out` does."""
+        from genforge.train.sample_audio import write_audio
+
+        write_audio(out, self.audio, self.sample_rate, self.labels, self.speakers, overwrite=overwrite)
+        return Path(out)
 
 
 @dataclass(frozen=True)
@@ -185,11 +219,31 @@ def train(model: str, data: str | Path, out: str | Path, *, steps: int | None = 
                    int(summary["images"]), float(summary["elapsed"]), str(summary["stop_reason"]))  # fmt: skip
 
 
+def _generate_images(pipeline: Any, n: int, seed: int, label: int | None, options: dict[str, Any]) -> Generated:
+    images, labels = pipeline.generate(n, seed=seed, class_label=label, **options)
+    return Generated(images, labels)
+
+
+def _generate_audio(pipeline: Any, n: int, seed: int, label: int | None, options: dict[str, Any]) -> GeneratedAudio:
+    audio, labels, speakers = pipeline.generate_clips(n, seed=seed, class_label=label, **options)
+    return GeneratedAudio(audio, pipeline.sample_rate, labels, speakers, pipeline.speaker_names)
+
+
+# modality -> (pipeline, n, seed, label, options) -> the typed result of Model.generate
+GENERATORS = modality_registry("Model.generate (text runs: Model.complete)")
+GENERATORS.register("image", _generate_images)
+GENERATORS.register("audio", _generate_audio)
+
+
 class Model:
-    """A trained run loaded for inference (EMA weights). Images: `generate`; text: `complete`."""
+    """A trained run loaded for inference (EMA weights). Images and audio: `generate`;
+    restoration runs (`dae`, `denoiser`): `restore`; text: `complete`."""
 
     def __init__(self, pipeline: Any):
         self.pipeline = pipeline
+
+    def __repr__(self) -> str:
+        return f"Model(run={str(self.pipeline.path)!r}, model={self.pipeline.name!r}, modality={self.modality!r})"
 
     @property
     def modality(self) -> str:
@@ -200,12 +254,24 @@ class Model:
         """The run's model.json."""
         return self.pipeline.info
 
-    def generate(self, n: int, *, seed: int = 0, label: int | None = None, **options: Any) -> Generated:
-        """n images from an image model; `label` asks a class-conditional model for one class
-        (default: the training data's class mix). `options`: the family's sampling options
-        (diffusion: `steps`, `guidance`)."""
-        images, labels = self.pipeline.generate(n, seed=seed, class_label=label, **options)
-        return Generated(images, labels)
+    def generate(self, n: int, *, seed: int = 0, label: int | None = None,
+                 **options: Any) -> Generated | GeneratedAudio:  # fmt: skip
+        """n samples, the same for the same seed: `Generated` images from an image model,
+        `GeneratedAudio` clips from an audio model. `label` asks a class-conditional model for
+        one class (default: the training data's class mix). `options`: `speaker` (a name or an
+        id) for a speaker-conditional audio model (default: its speakers in turn), and the
+        family's sampling options (diffusion: `steps`, `guidance`)."""
+        generate = lookup(GENERATORS, self.modality, "genforge.api")
+        return generate(self.pipeline, n, seed, label, options)
+
+    def restore(self, inputs: np.ndarray) -> np.ndarray:
+        """A restoration run's output for `inputs`, same shape: images uint8 (N,H,W,C) of the
+        run's size (`dae`), or speech float32 (T,) or (N, T) at the run's sample rate
+        (`denoiser`: any length). `genforge restore` does this for files and folders."""
+        restore = getattr(self.pipeline, "restore", None)
+        if restore is None:
+            raise GenforgeError(f"model {self.pipeline.name!r} ({self.modality}) does not restore its inputs")
+        return restore(inputs)
 
     def complete(self, prompt: str | list[str], **options: Any) -> list[str]:
         """Completions of a text model: one per prompt (times `n`); `options`: `n`,

@@ -102,6 +102,14 @@ class RunPipeline:
     def modality(self) -> str:
         return self.model.modality
 
+    def require_restoration(self) -> None:
+        """A GenforgeError unless the run's model restores its inputs (task "restore")."""
+        if getattr(self.model, "task", "generate") != "restore":
+            raise GenforgeError(
+                f"{self.path}: model {self.name!r} generates {self.modality} data; restoring needs a "
+                "restoration model (images: e.g. dae; audio: denoiser)"
+            )
+
 
 @dataclass
 class Pipeline(RunPipeline):
@@ -129,6 +137,15 @@ class Pipeline(RunPipeline):
         self.model.eval()
         images = self.model.sample(n, generator=gen, labels=lab, **options)
         return to_uint8(images), (lab.numpy() if lab is not None else None)
+
+    @torch.no_grad()
+    def restore(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """A restoration run (task "restore", e.g. `dae`): uint8 (N,H,W,C) images of the run's size
+        and channels -> the restored images, uint8, same shape."""
+        self.require_restoration()
+        x = from_uint8(np.asarray(images))
+        self.model.eval()
+        return np.concatenate([to_uint8(self.model.restore(chunk)) for chunk in x.split(batch_size)])
 
     def resolve_labels(self, n: int, class_label: int | None, labels: np.ndarray | None) -> torch.Tensor | None:
         """The class labels of n samples: `labels`, else n of `class_label`, else the training

@@ -179,10 +179,7 @@ def restore_path(
     """
     pipe = load_pipeline(run_dir, device=device)
     model = pipe.model
-    if getattr(model, "task", "generate") != "restore":
-        raise GenforgeError(
-            f"{run_dir}: model {pipe.name!r} generates images; `restore` needs a restoration model (e.g. dae)"
-        )
+    pipe.require_restoration()
     channels, size = model.config.channels, model.config.image_size
     src, out = Path(input), Path(out)
     if not src.exists():
@@ -204,13 +201,11 @@ def restore_path(
             f"{src}: expected an image file ({', '.join(IMAGE_SUFFIXES)}), a folder of them or an .npz"
         )
 
-    x = from_uint8(images)
+    corrupted = images
     if corruption is not None:
         # quantised like a real corrupted image, so the saved `corrupted` is exactly the model's input
-        x = from_uint8(to_uint8(corrupt(x, corruption, torch.Generator().manual_seed(int(seed)))))
-    model.eval()
-    restored = np.concatenate([to_uint8(model.restore(chunk)) for chunk in x.split(batch_size)])
-    corrupted = to_uint8(x)
+        corrupted = to_uint8(corrupt(from_uint8(images), corruption, torch.Generator().manual_seed(int(seed))))
+    restored = pipe.restore(corrupted, batch_size)
 
     if kind == "npz":
         arrays = {"images": restored, **({"corrupted": corrupted} if corruption is not None else {})}

@@ -92,12 +92,10 @@ def write_audio_samples(run_dir: Path, opts: dict[str, Any]) -> str:
     if n < 1:
         raise GenforgeError(f"-n must be >= 1, got {n}")
     pipe = load_pipeline(run_dir, device=opts.get("device", "cpu"))
-    speakers = pipe.resolve_speakers(n, opts.get("speaker"), None)
     options = {"steps": opts["steps"]} if opts.get("steps") is not None else {}
-    audio, labels = pipe.generate(n, seed=int(opts.get("seed", 0)), class_label=opts.get("class_"),
-                                  speakers=speakers.numpy() if speakers is not None else None, **options)  # fmt: skip
-    write_audio(opts["out"], audio, pipe.sample_rate, labels, speakers.numpy() if speakers is not None else None,
-                overwrite=bool(opts.get("overwrite", False)))  # fmt: skip
+    audio, labels, speakers = pipe.generate_clips(n, seed=int(opts.get("seed", 0)), class_label=opts.get("class_"),
+                                                  speaker=opts.get("speaker"), **options)  # fmt: skip
+    write_audio(opts["out"], audio, pipe.sample_rate, labels, speakers, overwrite=bool(opts.get("overwrite", False)))
     seconds = audio.shape[0] * audio.shape[1] / pipe.sample_rate
     return f"wrote {len(audio)} clips ({seconds:.1f} s at {pipe.sample_rate} Hz) to {opts['out']}"
 

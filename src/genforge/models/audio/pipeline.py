@@ -84,13 +84,22 @@ class AudioPipeline(Pipeline):
         audio = audio.detach().float().reshape(n, -1).clamp(-1, 1).cpu().numpy().astype(np.float32)
         return audio, (lab.numpy() if lab is not None else None)
 
+    def generate_clips(self, n: int, *, seed: int = 0, class_label: int | None = None,
+                       speaker: int | str | None = None, **options: Any
+                       ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:  # fmt: skip
+        """`generate` that also returns the speaker ids it used (None without speaker
+        conditioning): what `genforge sample` writes and the Python API returns."""
+        ids = self.resolve_speakers(n, speaker, None)
+        speakers = None if ids is None else ids.numpy()
+        audio, labels = self.generate(n, seed=seed, class_label=class_label, speakers=speakers, **options)
+        return audio, labels, speakers
+
     @torch.no_grad()
     def restore(self, audio: np.ndarray) -> np.ndarray:
         """A restoration run (task "restore", e.g. speech enhancement): clips float32 (T,) or
         (n, T) at the run's sample rate (callers resample first: `audio.resample`) -> the
         restored clips, same shape. The model's `restore` takes any length."""
-        if getattr(self.model, "task", "generate") != "restore":
-            raise GenforgeError(f"model {self.name!r} generates audio; it does not restore it")
+        self.require_restoration()
         x = np.asarray(audio, dtype=np.float32)
         batch = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, x.shape[-1])))
         self.model.eval()

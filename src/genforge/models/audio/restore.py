@@ -78,8 +78,9 @@ def restore_audio(
     `out` (a .wav file, or a folder); see the module doc."""
     recipe = _corruption(corrupt, snr)
     pipe = load_pipeline(run_dir, device=device)
-    if not isinstance(pipe, AudioPipeline) or getattr(pipe.model, "task", "generate") != "restore":
-        raise GenforgeError(f"{run_dir}: model {pipe.name!r} does not restore audio (train e.g. `denoiser`)")
+    pipe.require_restoration()
+    if not isinstance(pipe, AudioPipeline):
+        raise GenforgeError(f"{run_dir}: model {pipe.name!r} restores {pipe.modality} data, not audio")
     src, out = Path(input), Path(out)
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
