@@ -291,6 +291,14 @@ def test_voice_clone_scenario_trains_base_then_adapts_and_scores_the_target(
     details = metrics["target_speaker"]["details"]
     assert details["trained_clips"] == 12 and details["trained_from"] == "training-clips.json"
     assert details["n_samples"] == 30 and sum(details["attributed_to"].values()) == 30
+    # per digit: the clips add up, and the shares, weighted by the clips, give the accuracy
+    per = details["by_class"]
+    assert sum(v["requested"] for v in per.values()) == 30
+    assert all(sum(v["attributed_to"].values()) == v["requested"] for v in per.values())
+    assert sum(v["requested"] * v["target_share"] for v in per.values()) / 30 == pytest.approx(
+        metrics["values"]["target_speaker_accuracy"]
+    )
+    assert "heard as the target" in (run / "report.html").read_text()
     for key in ("target_speaker_accuracy", "target_digit_accuracy", "target_fad", "target_memorised_share",
                 "target_real_speaker_accuracy", "target_false_share"):  # fmt: skip
         assert 0.0 <= metrics["values"][key] < float("inf")

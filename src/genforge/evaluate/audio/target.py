@@ -163,17 +163,34 @@ def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureS
         other = asked != sid
         if other.any():
             values["target_false_share"] = float((heard[other] == sid).mean())
-    attributed = np.bincount(feats.speaker_probs.argmax(1), minlength=len(dataset.speaker_names))
+    heard = feats.speaker_probs.argmax(1)
+    attributed = np.bincount(heard, minlength=len(dataset.speaker_names))
     details = {
         "speaker": speaker, "n_samples": len(samples.audio), "heldout_split": split, "heldout_clips": int(len(held)),
         "trained_clips": int(len(clips.trained)), "unseen_train_clips": int(len(clips.unseen_train)),
         "trained_from": clips.trained_from,
         "attributed_to": {name: int(c) for name, c in zip(dataset.speaker_names, attributed, strict=True)},
+        "by_class": by_class(heard, samples.labels, sid, dataset.class_names, dataset.speaker_names),
         "memorisation": {"features": audit.summary, "waveform": wave.summary},
         "warnings": small_sample_warning("target FAD", min(len(held), len(samples.audio))),
         "meanings": MEANINGS,
     }  # fmt: skip
     return {"values": values, "details": details}
+
+
+def by_class(heard: np.ndarray, labels: np.ndarray | None, sid: int, class_names: list[str],
+             speaker_names: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Per requested class (digit): how many clips, the share heard as the target, and who the
+    rest were heard as. A clone can take the voice for some digits and miss it for others: the
+    mel-* families learn each (digit, speaker) pair as a class of its own (bench/results/voice_clone.md)."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(class_names if labels is not None else []):
+        asked = labels == k
+        if asked.any():
+            counts = np.bincount(heard[asked], minlength=len(speaker_names))
+            out[name] = {"requested": int(asked.sum()), "target_share": float((heard[asked] == sid).mean()),
+                         "attributed_to": {s: int(c) for s, c in zip(speaker_names, counts, strict=True) if c}}  # fmt: skip
+    return out
 
 
 def voice_section(ctx: Any) -> str:
@@ -191,6 +208,12 @@ def voice_section(ctx: Any) -> str:
                 f"the {esc(d['trained_clips'])} clips the run trained on ({esc(d['trained_from'])}). The evaluator "
                 f"attributed them to: {esc(', '.join(f'{k} {v}' for k, v in d['attributed_to'].items()))}.</p>",
                 table(["metric", "value", "what it means"], rows)]  # fmt: skip
+        per = d.get("by_class") or {}
+        if per:
+            out += ["<p>By the class (digit) requested: the share heard as the target, and who the clips were heard as.</p>",
+                    table(["class", "clips", "heard as the target", "heard as"],
+                          [[k, v["requested"], f"{v['target_share']:.2f}",
+                            ", ".join(f"{s} {c}" for s, c in v["attributed_to"].items())] for k, v in per.items()])]  # fmt: skip
     base = ctx.info.get("init_from")
     if base:
         frozen = " with its trunk frozen" if base.get("freeze_trunk") else ""
