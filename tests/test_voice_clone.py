@@ -86,6 +86,42 @@ def runs(tmp_path_factory) -> Path:
 # --- speakers by name, and the tables that grow ---------------------------------------------------
 
 
+def test_factored_conditional_norm_starts_as_the_joint_one_and_shares_a_speaker_row():
+    from genforge.models.nets.norm import ConditionalBatchNorm2d, factor_indices
+
+    labels = torch.arange(12)  # digit * 4 + speaker, 3 digits x 4 speakers
+    digit, speaker = factor_indices(labels, [3, 4])
+    assert torch.equal(digit, labels // 4) and torch.equal(speaker, labels % 4)
+    torch.manual_seed(0)
+    joint, factored = ConditionalBatchNorm2d(5, 12).eval(), ConditionalBatchNorm2d(5, 12, [3, 4]).eval()
+    x = torch.randn(12, 5, 2, 2)
+    assert torch.equal(joint(x, labels), factored(x, labels))  # factor tables start at zero
+    with torch.no_grad():
+        factored.factor_biases[1].weight[2] += 1.0  # speaker 2's row: every digit of that speaker moves
+    moved = (factored(x, labels) - joint(x, labels)).abs().amax((1, 2, 3))
+    assert torch.equal(moved > 0.5, speaker == 2)
+
+
+def test_mel_sngan_factors_digits_and_speakers_and_grows_the_speaker_factor(voices, runs):
+    base = _base(runs, voices["base"], "mel-sngan", steps=1)
+    assert json.loads((base / "model.json").read_text())["config"]["inner_config"]["class_factors"] == [3, 2]
+    base_state = load_file(str(base / "model.safetensors"))
+    trainer = build_trainer(runs / "mel-sngan-ft", data=voices["target"], flags={"steps": 1, "batch_size": 8},
+                            sets=QUIET, init_from=base)  # fmt: skip
+    inner = trainer.model.config.inner_config
+    assert (inner["num_classes"], inner["class_factors"]) == (9, [3, 3])
+    own = trainer.model.state_dict()
+    speaker_tables = [k for k in base_state if ".factor_" in k and k.endswith("s.1.weight")]
+    digit_tables = [k for k in base_state if ".factor_" in k and k.endswith("s.0.weight")]
+    assert speaker_tables and len(speaker_tables) == len(digit_tables)
+    for key in speaker_tables:  # base voices keep their rows; the new voice starts from their mean
+        assert own[key].shape[0] == 3 and torch.equal(own[key][:2], base_state[key])
+        torch.testing.assert_close(own[key][2], base_state[key].mean(0), rtol=0, atol=1e-7)
+    assert all(torch.equal(own[k], base_state[k]) for k in digit_tables)  # the digits are the base's
+    frozen_trunk = set(trainer.model.adaptation_parameters())
+    assert set(speaker_tables) <= frozen_trunk and not set(digit_tables) & frozen_trunk
+
+
 @pytest.mark.parametrize("name, table", [("wavegan", "condition.speakers.weight"),
                                          ("wavegan", "discriminator.embed.speakers.weight"),
                                          ("diffwave", "denoiser.embed.speakers.weight")])  # fmt: skip

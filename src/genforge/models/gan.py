@@ -185,9 +185,16 @@ class GANConfig:
     # conditional only: weight of a class cross-entropy read through D's projection table (its
     # rows as class prototypes), on the real images for D and on the fakes for G (0 = off)
     class_weight: float = 0.0
+    # conditional only: the class ids as tuples (e.g. [digits, speakers] for digit * speakers +
+    # speaker): the generator's conditional norms add a table per factor (nets/norm.py); empty = off
+    class_factors: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         GAN_LOSSES.get(self.loss)
+        if self.class_factors and (math.prod(self.class_factors) != self.num_classes
+                                   or min(self.class_factors) < 1):  # fmt: skip
+            raise ConfigError(f"gan.class_factors: positive numbers whose product is num_classes "
+                              f"({self.num_classes}); got {self.class_factors}")  # fmt: skip
         if self.class_weight < 0 or (self.class_weight > 0 and self.num_classes == 0):
             raise ConfigError(f"gan.class_weight: >= 0, and > 0 only with num_classes > 0; got {self.class_weight}")
         for name in ("image_size", "channels", "latent_dim", "kernel", "n_critic"):
@@ -235,6 +242,7 @@ class GAN(GenerativeModel):
             c.leak,
             c.num_classes,
             c.upsample,
+            c.class_factors,
         )
         self.discriminator = Discriminator(
             c.channels,

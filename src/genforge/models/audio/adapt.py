@@ -15,7 +15,9 @@ speaker into one joint class of the inner image model (label * num_speakers + sp
 inner tensor sized by the joint classes (mel-sngan's conditional norms and projection, mel-ddpm's
 label embedding, mel-vae's one-hot columns of its encoder head and decoder input) is regrown
 joint class by joint class, a new speaker's entry for digit k starting from the mean of the base
-speakers' entries for digit k.
+speakers' entries for digit k; a factored model's per-speaker tables (mel-sngan's generator norms,
+`SpectralConfig.factored`) grow one row, the mean of the base speakers' rows, and its per-digit
+tables stay the base's.
 
 `--freeze-trunk` trains only `adaptation_parameters()`: for the waveform families every embedding
 table plus the few layers where the condition enters or the output leaves (`adaptation_layers`);
@@ -157,6 +159,10 @@ def grow_joint_tables(
             continue
         if key.endswith(("._u", "._v")):
             state[key] = mine.detach().clone()
+            continue
+        if base.ndim == 2 and base.shape[1:] == mine.shape[1:] and (len(base), len(mine)) == (len(base_names), len(names)):
+            # a per-speaker table (a factored model's speaker factor): a new speaker's row is the mean
+            state[key] = grow_rows(base, speaker_sources(base_names, names), 0)
             continue
         axes = [i for i in range(mine.ndim) if base.ndim == mine.ndim and base.shape[i] != mine.shape[i]]
         rest = mine.shape[axes[0]] - joint_new if len(axes) == 1 and axes[0] < 2 else -1

@@ -11,7 +11,10 @@ baseline vocoder (`log_mel_to_wave`, `griffin_lim_iters` iterations).
 `SpectralModel` wraps an inner image model (built by name from `inner` + `inner_config`, both in
 the saved config) and adopts its submodules as its own, so its state dict is the inner model's
 and the trainer's phases and EMA name the inner model's modules unchanged. Digit and speaker
-conditioning become one joint class for the inner model: label * num_speakers + speaker.
+conditioning become one joint class for the inner model: label * num_speakers + speaker. With
+`factored` (mel-sngan's default for new runs) the inner model also learns a table per digit and
+one per speaker beside the joint one (`class_factors`), so what makes a voice is shared by its
+digits: a clone learnt digit by digit took the voice for some digits and missed it for others.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class SpectralConfig:
     griffin_lim_iters: int = 10
     inner: str = ""  # the image family; "" = the registered family's choice (default_config)
     inner_config: dict[str, Any] = field(default_factory=dict)
+    # with digits and speakers: the inner model's joint (digit, speaker) class tables also add a
+    # table per digit and one per speaker (`class_factors`, families that have it: mel-sngan's
+    # default), so a voice is learnt from all its clips, not digit by digit (bench/results/voice_clone.md)
+    factored: bool = False
 
     def __post_init__(self) -> None:
         check_speaker_names("spectral", self.speaker_names, self.num_speakers)
@@ -134,6 +141,17 @@ def joint_classes(num_classes: int, num_speakers: int) -> int:
     return num_classes * num_speakers if num_classes and num_speakers else num_classes or num_speakers
 
 
+def inner_classes(config: dict[str, Any] | SpectralConfig, speakers: int) -> dict[str, Any]:
+    """The inner model's config fields that the classes fix: `num_classes` (joint) and, for a
+    `factored` config with digits and speakers, `class_factors` [digits, speakers]."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    digits = int(get("num_classes") or 0)
+    out: dict[str, Any] = {"num_classes": joint_classes(digits, speakers)}
+    if get("factored", False) and digits and speakers:
+        out["class_factors"] = [digits, speakers]
+    return out
+
+
 def joint_labels(
     labels: torch.Tensor | None, speakers: torch.Tensor | None, num_speakers: int
 ) -> torch.Tensor | None:
@@ -159,11 +177,7 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         self._speakers = effective_speakers(c.num_speakers, c.speaker_conditional)
         self.speaker_conditional = self._speakers > 0
         self.representation = MelImage(c)
-        derived = {
-            "image_size": c.n_mels,
-            "channels": 1,
-            "num_classes": joint_classes(c.num_classes, self._speakers),
-        }
+        derived = {"image_size": c.n_mels, "channels": 1, **inner_classes(c, self._speakers)}
         clash = {
             k: (c.inner_config[k], v)
             for k, v in derived.items()
@@ -179,6 +193,8 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
             raise ConfigError(
                 f"spectral config: inner {c.inner!r} is a {inner_cls.modality} model, not an image family"
             )
+        if "class_factors" in derived and "class_factors" not in {f.name for f in dataclasses.fields(inner_cls.config_class)}:
+            raise ConfigError(f"spectral config: factored needs an inner family with class_factors; {c.inner!r} has none")
         inner = inner_cls(
             from_dict(inner_cls.config_class, {**c.inner_config, **derived}, where=f"inner {c.inner} config")
         )
@@ -190,6 +206,9 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         self.ema_modules, self.private_modules = inner.ema_modules, inner.private_modules
 
     # --- configuration -----------------------------------------------------------------------
+
+    # the `factored` setting of a new run (a saved config keeps its own)
+    factored_default: ClassVar[bool] = False
 
     @classmethod
     def inner_choice(cls, joint: int) -> tuple[str, dict[str, Any]]:
@@ -206,14 +225,13 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
             "num_classes": num_classes,
             "num_speakers": num_speakers,
         }
-        base = from_dict(cls.config_class, {**data, **overrides}, where=f"{cls.__name__} config")
-        joint = joint_classes(
-            base.num_classes, effective_speakers(base.num_speakers, base.speaker_conditional)
-        )
-        name, recipe = cls.inner_choice(joint)
+        base = from_dict(cls.config_class, {"factored": cls.factored_default, **data, **overrides},
+                         where=f"{cls.__name__} config")  # fmt: skip
+        classes = inner_classes(base, effective_speakers(base.num_speakers, base.speaker_conditional))
+        name, recipe = cls.inner_choice(classes["num_classes"])
         if base.inner and base.inner != name:  # another inner family: its own defaults, not our recipe
             name, recipe = base.inner, {}
-        derived = {"image_size": base.n_mels, "channels": 1, "num_classes": joint}
+        derived = {"image_size": base.n_mels, "channels": 1, **classes}
         inner_cfg = MODELS.get(name).default_config(**derived, **{**recipe, **inner_over})
         return dataclasses.replace(base, inner=name, inner_config=to_dict(inner_cfg))
 
@@ -222,8 +240,8 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         out = super().adapt_base_config(base_config, data_fields)
         if out is base_config:
             return out
-        joint = joint_classes(int(out.get("num_classes") or 0), int(out["num_speakers"]))
-        return {**out, "inner_config": {**(out.get("inner_config") or {}), "num_classes": joint}}
+        classes = inner_classes(out, int(out["num_speakers"]))
+        return {**out, "inner_config": {**(out.get("inner_config") or {}), **classes}}
 
     def base_state_optional(self, name: str) -> bool:
         return self.inner_model.base_state_optional(name)  # the inner's state keys are this model's
@@ -235,8 +253,11 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         if not self.inner_model.config.num_classes:
             return []
         inner_cls = MODELS.get(self.config.inner)
-        fields = {**to_dict(self.inner_model.config), "num_classes": self.inner_model.config.num_classes + 1}
-        wider = dict(inner_cls(from_dict(inner_cls.config_class, fields)).named_parameters())
+        # one speaker more (one class more without speakers): the tensors that grow are these
+        more = inner_classes(self.config, self._speakers + 1) if self._speakers else {
+            "num_classes": self.inner_model.config.num_classes + 1}  # fmt: skip
+        wider = dict(inner_cls(from_dict(inner_cls.config_class, {**to_dict(self.inner_model.config), **more}))
+                     .named_parameters())  # fmt: skip
         return [n for n, p in self.inner_model.named_parameters() if wider[n].shape != p.shape]
 
     def _grow_speaker_tables(
@@ -338,6 +359,8 @@ class MelSNGAN(SpectralModel):
 
     family = "spectral-gan"
     private_defaults = {"inner_config": MODELS.get("sngan").private_defaults}
+
+    factored_default = True
 
     @classmethod
     def inner_choice(cls, joint: int) -> tuple[str, dict[str, Any]]:

@@ -65,6 +65,7 @@ class Generator(nn.Module):
         leak: float = 0.2,
         num_classes: int = 0,
         upsample: str = "transposed",
+        class_factors: list[int] | None = None,
     ):
         super().__init__()
         if len(widths) < 2:
@@ -81,7 +82,7 @@ class Generator(nn.Module):
         self.convs = nn.ModuleList(convs)
         normed = widths[:]  # batch norm after the dense layer and after every conv but the last
         if num_classes:
-            self.norms = nn.ModuleList(ConditionalBatchNorm2d(w, num_classes) for w in normed)
+            self.norms = nn.ModuleList(ConditionalBatchNorm2d(w, num_classes, class_factors) for w in normed)
         else:
             self.norms = nn.ModuleList(nn.BatchNorm2d(w) for w in normed)
         self.act = _activation(activation, leak)
