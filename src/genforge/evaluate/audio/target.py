@@ -181,8 +181,8 @@ def evaluate_target(pipe: Any, dataset: Any, evaluator: Any, reference: FeatureS
 def by_class(heard: np.ndarray, labels: np.ndarray | None, sid: int, class_names: list[str],
              speaker_names: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Per requested class (digit): how many clips, the share heard as the target, and who the
-    rest were heard as. A clone can take the voice for some digits and miss it for others: the
-    mel-* families learn each (digit, speaker) pair as a class of its own (bench/results/voice_clone.md)."""
+    rest were heard as. A clone can take the voice for some digits and miss it for others
+    (bench/results/voice_clone.md)."""
     out: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(class_names if labels is not None else []):
         asked = labels == k

@@ -13,8 +13,9 @@ the saved config) and adopts its submodules as its own, so its state dict is the
 and the trainer's phases and EMA name the inner model's modules unchanged. Digit and speaker
 conditioning become one joint class for the inner model: label * num_speakers + speaker. With
 `factored` (mel-sngan's default for new runs) the inner model also learns a table per digit and
-one per speaker beside the joint one (`class_factors`), so what makes a voice is shared by its
-digits: a clone learnt digit by digit took the voice for some digits and missed it for others.
+one per speaker beside the joint one (`class_factors`), so what makes a voice is learnt from all
+of its digits: a fine-tune to a new voice then reaches its plateau in about half the steps
+(bench/results/voice_clone.md).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class SpectralConfig:
     inner_config: dict[str, Any] = field(default_factory=dict)
     # with digits and speakers: the inner model's joint (digit, speaker) class tables also add a
     # table per digit and one per speaker (`class_factors`, families that have it: mel-sngan's
-    # default), so a voice is learnt from all its clips, not digit by digit (bench/results/voice_clone.md)
+    # default), so a voice is learnt from all its clips, not digit by digit: a fine-tune to a new voice
+    # reaches its plateau in about half the steps (bench/results/voice_clone.md)
     factored: bool = False
 
     def __post_init__(self) -> None:
