@@ -143,13 +143,11 @@ def joint_classes(num_classes: int, num_speakers: int) -> int:
     return num_classes * num_speakers if num_classes and num_speakers else num_classes or num_speakers
 
 
-def inner_classes(config: dict[str, Any] | SpectralConfig, speakers: int) -> dict[str, Any]:
-    """The inner model's config fields that the classes fix: `num_classes` (joint) and, for a
-    `factored` config with digits and speakers, `class_factors` [digits, speakers]."""
-    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    digits = int(get("num_classes") or 0)
+def inner_classes(digits: int, speakers: int, factored: bool) -> dict[str, Any]:
+    """The inner model's config fields that the classes fix: `num_classes` (joint) and, when
+    `factored` with digits and speakers, `class_factors` [digits, speakers]."""
     out: dict[str, Any] = {"num_classes": joint_classes(digits, speakers)}
-    if get("factored", False) and digits and speakers:
+    if factored and digits and speakers:
         out["class_factors"] = [digits, speakers]
     return out
 
@@ -179,7 +177,7 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         self._speakers = effective_speakers(c.num_speakers, c.speaker_conditional)
         self.speaker_conditional = self._speakers > 0
         self.representation = MelImage(c)
-        derived = {"image_size": c.n_mels, "channels": 1, **inner_classes(c, self._speakers)}
+        derived = {"image_size": c.n_mels, "channels": 1, **inner_classes(c.num_classes, self._speakers, c.factored)}
         clash = {
             k: (c.inner_config[k], v)
             for k, v in derived.items()
@@ -229,7 +227,8 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         }
         base = from_dict(cls.config_class, {"factored": cls.factored_default, **data, **overrides},
                          where=f"{cls.__name__} config")  # fmt: skip
-        classes = inner_classes(base, effective_speakers(base.num_speakers, base.speaker_conditional))
+        speakers = effective_speakers(base.num_speakers, base.speaker_conditional)
+        classes = inner_classes(base.num_classes, speakers, base.factored)
         name, recipe = cls.inner_choice(classes["num_classes"])
         if base.inner and base.inner != name:  # another inner family: its own defaults, not our recipe
             name, recipe = base.inner, {}
@@ -242,7 +241,7 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
         out = super().adapt_base_config(base_config, data_fields)
         if out is base_config:
             return out
-        classes = inner_classes(out, int(out["num_speakers"]))
+        classes = inner_classes(int(out.get("num_classes") or 0), int(out["num_speakers"]), bool(out.get("factored")))
         return {**out, "inner_config": {**(out.get("inner_config") or {}), **classes}}
 
     def base_state_optional(self, name: str) -> bool:
@@ -256,7 +255,7 @@ class SpectralModel(SpeakerAdaptation, GenerativeModel):
             return []
         inner_cls = MODELS.get(self.config.inner)
         # one speaker more (one class more without speakers): the tensors that grow are these
-        more = inner_classes(self.config, self._speakers + 1) if self._speakers else {
+        more = inner_classes(self.config.num_classes, self._speakers + 1, self.config.factored) if self._speakers else {
             "num_classes": self.inner_model.config.num_classes + 1}  # fmt: skip
         wider = dict(inner_cls(from_dict(inner_cls.config_class, {**to_dict(self.inner_model.config), **more}))
                      .named_parameters())  # fmt: skip
