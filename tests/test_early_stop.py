@@ -210,6 +210,71 @@ def test_a_coverage_gated_run_stops_on_full_checks(tmp_path, dataset):
     assert [c.get("full", False) for c in checks] == [False, True, True] and checks[-1]["coverage"] == 0.8
 
 
+def test_tracker_distance_sums_scaled_shortfalls():
+    tracker = GateTracker([Gate("conditional_accuracy", min=0.9), Gate("fad_memoriser_ratio", max=5.0)],
+                          EarlyStopConfig())  # fmt: skip
+    assert tracker.distance({"conditional_accuracy": 0.95, "fad_memoriser_ratio": 4.0}) == 0.0
+    # 0.1 short on accuracy, 5 over a bound of 5 (scaled: 1.0)
+    d = tracker.distance({"conditional_accuracy": 0.8, "fad_memoriser_ratio": 10.0})
+    assert d == pytest.approx(0.1 + 1.0)
+    assert tracker.distance({"conditional_accuracy": 0.8}) == float("inf")
+
+
+class Recording(ScriptedProbe):
+    """Also copies the sampled (EMA) weights at each check."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.sampled = {}
+
+    def measure(self, trainer, step, full=False):
+        with trainer.ema_weights() as model:
+            self.sampled[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return super().measure(trainer, step, full)
+
+
+def _saved(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors")), json.loads((run / "model.json").read_text())
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_a_run_that_ends_short_keeps_its_best_checks_weights(tmp_path, dataset, keep_best):
+    import torch
+
+    swing = [{"coverage": 0.7, "conditional_accuracy": a} for a in (0.5, 0.85, 0.6)]
+    probe = Recording(swing)
+    es = EarlyStop(GATES, EarlyStopConfig(every=2, keep_best=keep_best), lambda modality: probe)
+    summary = _fit(tmp_path / "run", dataset, es, steps=6)
+    assert summary["step"] == 6 and probe.calls == [2, 4, 6]
+    weights, info = _saved(tmp_path / "run")
+    if keep_best:  # step 4's check (0.05 short) beat the last one (0.3 short) by more than min_gain
+        assert info["weights_step"] == 4 and info["step"] == 6
+        assert es.report()["kept_weights"] == {"step": 4, "distance": 0.05, "last_distance": 0.3}
+        events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert [e["kept_weights"]["step"] for e in events if "kept_weights" in e] == [4]
+    else:
+        assert "weights_step" not in info and "kept_weights" not in es.report()
+    expected = probe.sampled[4] if keep_best else probe.sampled[6]
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)
+    assert any(not torch.equal(probe.sampled[4][k], probe.sampled[6][k]) for k in expected)
+
+
+def test_best_weights_are_kept_only_when_clearly_better_and_not_after_a_pass(tmp_path, dataset):
+    # within min_gain of the last check: the last weights stay
+    close = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.5, 0.85, 0.845)])
+    es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: close)
+    _fit(tmp_path / "close", dataset, es, steps=6)
+    assert "weights_step" not in _saved(tmp_path / "close")[1] and "kept_weights" not in es.report()
+    # a run that passes ends on its passing weights
+    good = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.99, 0.5, 0.95, 0.95)])
+    es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: good)
+    summary = _fit(tmp_path / "pass", dataset, es, steps=20)
+    assert summary["step"] == 8 and es.report()["outcome"] == "passed"
+    assert "weights_step" not in _saved(tmp_path / "pass")[1]
+
+
 def test_unmeasurable_gates_leave_training_to_its_budget(tmp_path, dataset):
     sc = load_scenario("private")  # gated on epsilon, TSTR and an attack: none measured in training
     es = early_stop_for(sc)

@@ -15,6 +15,12 @@ sampling noise) and keeps each gate's trajectory. It ends training, through the 
 
 The final evaluation, on the scenario's full `n`, still decides PASS or FAIL.
 
+A run that ends without passing (its budget spent, or stalled) ends with the weights of its check
+closest to passing (`keep_best`; the gates' summed shortfalls), when that check beat the last one
+by `min_gain`: a GAN's checks can swing by 0.3 late in a fine-tune, and its last weights are then
+a draw from that swing. The final evaluation scores those weights on samples of another seed than
+the checks', so a lucky check is not what it reads; model.json records the step (`weights_step`).
+
 Margins and gains are absolute for metrics in [0, 1] and scaled by the bound for larger ones
 (FID): `margin * max(1, |bound|)`. Every metric is measured against the whole reference split,
 as in the final evaluation. Precision, density and conditional accuracy average over the
@@ -66,6 +72,9 @@ class EarlyStopConfig:
     time_share: float = 0.05  # the checks' cost, at most this share of the training time
     max_checks: int = 30  # checks per budget at most (spaced by budget progress)
     every: int = 0  # > 0: check every this many steps instead (deterministic, for step budgets)
+    # a run that ends without passing keeps the weights of its check closest to passing, when that
+    # check beats the last one by min_gain (a GAN's checks can swing by 0.3 late in a fine-tune)
+    keep_best: bool = True
 
     def __post_init__(self) -> None:
         if self.n < 10:
@@ -77,6 +86,10 @@ class EarlyStopConfig:
             raise ConfigError("train.early_stop: margin, min_gain and every must be >= 0")
         if not 0.0 <= self.min_progress <= 1.0 or not 0.0 < self.time_share <= 1.0:
             raise ConfigError("train.early_stop: min_progress must be in [0, 1] and time_share in (0, 1]")
+
+
+def _bound(gate: Any) -> float | None:
+    return gate.min if gate.min is not None else gate.max
 
 
 def _scale(bound: float | None) -> float:
@@ -146,9 +159,8 @@ class GateTracker:
         self.best = self.best or [math.inf] * len(self.gates)
         gained = False
         for i, (gate, short) in enumerate(zip(self.gates, shorts, strict=True)):
-            bound = gate.min if gate.min is not None else gate.max
             first = self.best[i] == math.inf and short < math.inf
-            if first or short < self.best[i] - cfg.min_gain * _scale(bound):
+            if first or short < self.best[i] - cfg.min_gain * _scale(_bound(gate)):
                 gained = True
             self.best[i] = min(self.best[i], short)
         self.since_gain = 0 if gained or passed else self.since_gain + 1
@@ -160,6 +172,11 @@ class GateTracker:
                 and progress >= cfg.min_progress:  # fmt: skip
             return self._stall_reason(failing)
         return None
+
+    def distance(self, values: dict[str, float | None]) -> float:
+        """How far one check's values are from passing every gate, without margin: the sum of
+        the gates' shortfalls, each scaled by its bound (0: all pass; inf: a value missing)."""
+        return sum(shortfall(g, values.get(g.metric), 0.0) / _scale(_bound(g)) for g in self.gates)
 
     def _certifies(self, gate: Any) -> bool:
         return gate.metric not in self.lower_bounds or gate.max is None
@@ -295,6 +312,9 @@ class EarlyStop(Callback):
             self.disabled = "the scenario has no gates"
         self.reason: str | None = None
         self.outcome = "off"
+        # keep_best: (step, distance, weights) of the check closest to passing so far
+        self._best: tuple[int, float, dict[str, Any]] | None = None
+        self.kept: dict[str, Any] | None = None
         self.setup_seconds = 0.0
         self.check_seconds = 0.0
         self.train_seconds = 0.0
@@ -361,12 +381,25 @@ class EarlyStop(Callback):
             self.probe, self.outcome = None, "off"
             return
         self.reason = self.tracker.observe(step, now, progress, values, full)
+        if self.config.keep_best:
+            distance = self.tracker.distance(values)
+            if self._best is None or distance <= self._best[1]:  # a tie keeps the later weights
+                self._best = (step, distance, trainer.weights())
         if self.reason is not None:
             self.outcome = "passed" if self.reason.startswith("early stop") else "stalled"
             trainer.log_metrics(step, {"event": EVENT, "outcome": self.outcome, "reason": self.reason})
 
     def on_train_end(self, trainer: Any) -> None:
         self.train_seconds = trainer.elapsed()
+        if self._best is None or self.outcome == "passed" or not self.tracker.checks:
+            return
+        step, distance, weights = self._best
+        last = self.tracker.distance(self.tracker.checks[-1].values)
+        self._best = None
+        if step != self.tracker.checks[-1].step and distance < last - self.config.min_gain:
+            trainer.keep_weights(weights, step)
+            self.kept = {"step": step, "distance": round(distance, 4), "last_distance": round(last, 4)}
+            trainer.log_metrics(trainer.step, {"event": EVENT, "kept_weights": self.kept})
 
     def report(self) -> dict[str, Any]:
         """What summary.json records: the outcome and why, each check's values, and the cost."""
@@ -384,6 +417,8 @@ class EarlyStop(Callback):
                 "check_share": None if share is None else round(share, 4),
                 "train_seconds": round(self.train_seconds, 2),
             })  # fmt: skip
+        if self.kept is not None:
+            out["kept_weights"] = self.kept
         if self.probe is not None or self.setup_seconds:
             out["setup_seconds_before_clock"] = round(self.setup_seconds, 2)
         return out

@@ -142,6 +142,7 @@ class Trainer:
             else None
         )
         self.guard = DivergenceGuard(config.guard_lr_factor, config.guard_max_retries)
+        self.weights_step: int | None = None  # set by keep_weights: the final weights are from this step
         self.budget = Budget(
             config.steps,
             config.images,
@@ -553,6 +554,7 @@ class Trainer:
         info = {
             "dataset": self.dataset_info(),
             "step": self.step,
+            **({"weights_step": self.weights_step} if self.weights_step is not None else {}),
             "images": self.images_seen,
             "ema": use_ema,
             "train": to_dict(self.config),
@@ -602,11 +604,32 @@ class Trainer:
                     found[f"{mod_name}.{attr}" if mod_name else attr] = value
         return found
 
-    def capture_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Everything needed to continue training exactly: (tensors, JSON-able metadata)."""
+    def _weight_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema/{k}": v for k, v in self.ema.state_tensors().items()})
+        return tensors
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the model's weights and their EMA, for `keep_weights` to put back."""
+        return {k: v.detach().clone() for k, v in self._weight_tensors().items()}
+
+    def keep_weights(self, tensors: dict[str, torch.Tensor], step: int) -> None:
+        """End the run with the weights `weights()` copied at `step` (the optimiser's state, the
+        step count and the RNGs stay the current ones); model.json records that step."""
+        self._load_weights(tensors)
+        self.weights_step = step
+
+    def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")})
+        if self.ema is not None:
+            self.ema.load_state_tensors(
+                {k[len("ema/") :]: v for k, v in tensors.items() if k.startswith("ema/")}
+            )
+
+    def capture_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue training exactly: (tensors, JSON-able metadata)."""
+        tensors = self._weight_tensors()
         optimizers, scalers = {}, {}
         for ph in self.phases:
             t, meta = ckpt.optimizer_to_flat(ph.optimizer, f"optim/{ph.name}")
@@ -646,12 +669,7 @@ class Trainer:
     ) -> None:
         if meta.get("format") != CHECKPOINT_FORMAT or meta.get("model") != self.model_name:
             raise GenforgeError(f"checkpoint is not a {self.model_name!r} genforge checkpoint")
-        model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-        self.model.load_state_dict(model_state)
-        if self.ema is not None:
-            self.ema.load_state_tensors(
-                {k[len("ema/") :]: v for k, v in tensors.items() if k.startswith("ema/")}
-            )
+        self._load_weights(tensors)
         for ph in self.phases:
             ckpt.optimizer_from_flat(ph.optimizer, tensors, meta["optimizers"][ph.name], f"optim/{ph.name}")
             if ph.scaler is not None and ph.name in meta.get("scalers", {}):
