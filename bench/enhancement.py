@@ -41,8 +41,9 @@ def machine(threads: int) -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {threads} threads used, load average {load:.1f} at the start"
 
 
-def train_probe(seconds: float, work: Path, seed: int) -> tuple[Path, Path, dict]:
-    """Ingest FSDD speaker-disjoint and train the scenario's recipe for `seconds`; (run, data, summary)."""
+def train_probe(seconds: float, work: Path, seed: int, model: dict | None = None) -> tuple[Path, Path, dict]:
+    """Ingest FSDD speaker-disjoint and train the scenario's recipe for `seconds` (with `model`'s
+    settings over the preset's); (run, data, summary)."""
     import yaml
 
     from genforge.core.atomic import write_text
@@ -56,7 +57,9 @@ def train_probe(seconds: float, work: Path, seed: int) -> tuple[Path, Path, dict
         ingest(str(FSDD), data, {"seed": seed, **sc.data.options}, modality="audio")
     cfg_file = work / "train-config.yaml"
     write_text(
-        cfg_file, yaml.safe_dump({"model": sc.model.config, "train": {**sc.train.config, "progress": "none"}})
+        cfg_file,
+        yaml.safe_dump({"model": {**sc.model.config, **(model or {})},
+                        "train": {**sc.train.config, "progress": "none"}}),  # fmt: skip
     )
     trainer = build_trainer(
         work / "run",
@@ -155,6 +158,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="keep the probe's dataset and run here")
+    ap.add_argument("--model-set", action="append", default=[], metavar="KEY=YAML",
+                    help="a denoiser setting over the preset's (e.g. clean_targets=true); repeatable")  # fmt: skip
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "enhancement.md")
     args = ap.parse_args()
     from genforge.core.threads import set_wait_policy
@@ -173,9 +178,13 @@ def main() -> None:
         work = args.keep or Path(tempfile.mkdtemp(prefix="genforge-enhance-"))
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        run, data, summary = train_probe(args.train_seconds, work, args.seed)
+        import yaml
+
+        model = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.model_set)}
+        run, data, summary = train_probe(args.train_seconds, work, args.seed, model)
         lines.append(
-            f"Trained the speech-enhancement scenario's recipe for {args.train_seconds:g} s: "
+            f"Trained the speech-enhancement scenario's recipe{f' with {model}' if model else ''} for "
+            f"{args.train_seconds:g} s: "
             f"{summary['step']} steps ({summary['stop_reason']}; {time.perf_counter() - t0:.0f} s with the "
             f"ingest), run {run}."
         )

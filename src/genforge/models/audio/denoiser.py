@@ -79,6 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genforge.audio.floor import remove_floor
 from genforge.audio.noise import NoiseRecipe, corrupt_batch
 from genforge.audio.sdr import si_sdr
 from genforge.audio.spectrogram import MelConfig, istft, stft
@@ -131,6 +132,9 @@ class DenoiserConfig:
     # seconds (as speech runs on: pauses between words, noise alone in them), not one clip's
     join: bool = False
     join_gap: tuple[float, float] = (0.1, 0.25)
+    # lower each training clip's own stationary noise floor (audio/floor.py) before it is cropped,
+    # corrupted and used as the target: a denoiser trained on clips with a floor learns to keep one
+    clean_targets: bool = False
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     # the lr over the run's budget (steps or wall time, train/schedule.py): warmup, then this decay
@@ -408,9 +412,16 @@ class Denoiser(RestorationModel):
         """Noisy versions of clean (B, T) by the config's recipe; babble from the batch's other clips."""
         return corrupt_batch(clean, self.config.noise, self.config.sample_rate, generator)
 
+    def stft_config(self) -> MelConfig:
+        """The STFT of the mask (`n_fft`, `hop_length`), for the losses and target cleaning."""
+        c = self.config
+        return MelConfig(sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=1)
+
     def clean_batch(self, batch: Batch) -> torch.Tensor:
         clean = batch.data.float().reshape(batch.data.shape[0], -1)
         c = self.config
+        if c.clean_targets:
+            clean = remove_floor(clean, self.stft_config())
         if c.join and c.crop:
             return self._joined_crops(clean)
         if not c.crop or c.crop >= clean.shape[-1]:
@@ -452,9 +463,7 @@ class Denoiser(RestorationModel):
         loss = spectral - self.config.si_sdr_weight * sdr
         terms = {"stft": spectral.detach(), "si_sdr": sdr.detach()}
         if self.config.compressed_weight:
-            c = self.config
-            stft_cfg = MelConfig(sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=1)
-            compressed = compressed_loss(clean, estimate, stft_cfg)
+            compressed = compressed_loss(clean, estimate, self.stft_config())
             loss = loss + self.config.compressed_weight * compressed
             terms["compressed"] = compressed.detach()
         return ModelOutput(loss, terms)
