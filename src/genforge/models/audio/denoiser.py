@@ -59,6 +59,13 @@ Session 16, the same way on dev voice theo (2,000 steps, SI-SDR gain white / pin
 the preset's +7.3 / +7.4 / +2.8): `mask_limit: 2` +7.0 / +6.9 / +2.8, `kernel: 5` +7.2 / +7.2 /
 +2.9, `si_sdr_weight: 1.0` +7.2 / +7.3 / +2.8, `lr_decay: linear` +6.8 / +6.6 / +1.2: none kept.
 
+Session 19, `clean_targets` (each training clip's own noise floor lowered first, audio/floor.py:
+FSDD's training voices carry one 16-25 dB below their speech), side by side at 600 s on 2 threads,
+SI-SDR gain at 5 dB white / pink / babble: held-out lucas +7.8 / +6.6 / +1.4 -> +7.9 / +6.7 / +2.6,
+theo +7.5 / +7.6 / +3.4 -> +7.5 / +7.8 / +3.0; STOI up on white and pink in all 12 conditions, PESQ
+on lucas at 10 dB +0.02 / -0.14 -> +0.15 / +0.03; theo's babble PESQ and STOI fell. Off by default
+until babble is settled (bench/results/enhancement.md).
+
 Loss: multi-resolution STFT magnitude loss (spectral convergence + log-magnitude L1, Yamamoto et
 al. 2020) plus `si_sdr_weight` x the negative SI-SDR of the estimate, plus `compressed_weight` x
 an MSE of power-law compressed spectra (`compressed_loss`). The lr follows `lr_decay` over the
