@@ -32,6 +32,9 @@ from genforge.models.pipeline import save_model
 from genforge.models.registry import MODELS
 
 RATE, LENGTH = 8000, 4000
+# FAD of a set against itself: zero up to the matrix square root's rounding, which reached 1.7e-8
+# on an AMD EPYC (1e-9 held on the Xeons); a model's FAD against real clips is 1e-2 and above
+FAD_OF_ITSELF = 1e-6
 
 
 @dataclass
@@ -326,7 +329,7 @@ def test_cli_eval_on_a_samples_file(data, val, tmp_path, monkeypatch, capsys) ->
     code, out, _ = run_cli(monkeypatch, capsys, "eval", path, "--ref", data)
     assert code == 0, out
     m = json.loads((tmp_path / "real.metrics.json").read_text())
-    assert m["metrics"]["fad"]["n_samples"] == 60 and m["values"]["fad"] < 1e-9
+    assert m["metrics"]["fad"]["n_samples"] == 60 and m["values"]["fad"] < FAD_OF_ITSELF
 
 
 def test_tasks_dispatch_by_the_run_models_task(data, tmp_path) -> None:
@@ -372,7 +375,7 @@ def test_data_without_speakers_or_labels(tmp_path, cache) -> None:
     path = npz(tmp_path / "s.npz", np.array(split.audio), np.array(split.labels))
     m = evaluate(path, data, EvalConfig(n=20))
     assert m["extractor"]["num_speakers"] == 0 and "speaker_accuracy" in m["skipped"]
-    assert "speaker_accuracy" not in m["baselines"]["control"]["values"] and m["values"]["fad"] < 1e-9
+    assert "speaker_accuracy" not in m["baselines"]["control"]["values"] and m["values"]["fad"] < FAD_OF_ITSELF
     with pytest.raises(ConfigError, match="target_speaker' only, got colour"):
         evaluate(path, data, EvalConfig(n=20, options={"colour": "red"}))
     unlabelled = tmp_path / "unlabelled"
