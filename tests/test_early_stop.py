@@ -261,6 +261,24 @@ def test_a_run_that_ends_short_keeps_its_best_checks_weights(tmp_path, dataset, 
     assert any(not torch.equal(probe.sampled[4][k], probe.sampled[6][k]) for k in expected)
 
 
+def test_best_weights_are_chosen_on_every_checks_own_sample_count(tmp_path, dataset):
+    class FewSamples(Recording):
+        lower_bounds = frozenset({"coverage"})
+        script = {2: (0.93, 0.3, 0.65), 4: (0.91, 0.55, 0.6), 6: (0.8, 0.3, 0.6)}  # accuracy, coverage, full
+
+        def measure(self, trainer, step, full=False):
+            super().measure(trainer, step, full)
+            acc, quick, whole = self.script[step]
+            return {"conditional_accuracy": acc, "coverage": whole if full else quick}
+
+    probe = FewSamples([{}])
+    es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: probe)
+    _fit(tmp_path / "run", dataset, es, steps=6)
+    assert [c.get("full", False) for c in es.report()["checks"]] == [True, False, False]
+    # step 2's full check passed every gate, but on 500 samples its coverage read 0.3: step 4 is closer
+    assert es.report()["kept_weights"] == {"step": 4, "distance": 0.05, "last_distance": 0.4}
+
+
 def test_best_weights_are_kept_only_when_clearly_better_and_not_after_a_pass(tmp_path, dataset):
     # within min_gain of the last check: the last weights stay
     close = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.5, 0.85, 0.845)])

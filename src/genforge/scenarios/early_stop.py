@@ -16,8 +16,8 @@ sampling noise) and keeps each gate's trajectory. It ends training, through the 
 The final evaluation, on the scenario's full `n`, still decides PASS or FAIL.
 
 A run that ends without passing (its budget spent, or stalled) ends with the weights of its check
-closest to passing (`keep_best`; the gates' summed shortfalls), when that check beat the last one
-by `min_gain`: a GAN's checks can swing by 0.3 late in a fine-tune, and its last weights are then
+closest to passing (`keep_best`; the gates' summed shortfalls, read from every check's `n` samples
+even where a full check followed), when that check beat the last one by `min_gain`: a GAN's checks can swing by 0.3 late in a fine-tune, and its last weights are then
 a draw from that swing. The final evaluation scores those weights on samples of another seed than
 the checks', so a lucky check is not what it reads; model.json records the step (`weights_step`).
 
@@ -314,6 +314,7 @@ class EarlyStop(Callback):
         self.outcome = "off"
         # keep_best: (step, distance, weights) of the check closest to passing so far
         self._best: tuple[int, float, dict[str, Any]] | None = None
+        self._last_distance = math.inf
         self.kept: dict[str, Any] | None = None
         self.setup_seconds = 0.0
         self.check_seconds = 0.0
@@ -365,6 +366,9 @@ class EarlyStop(Callback):
             return
         t0 = time.perf_counter()
         values: dict[str, float | None] = dict(self.probe.measure(trainer, step))
+        # keep_best compares every check at the same sample count: a full check's coverage would
+        # read higher than the others' lower bounds for the count alone
+        distance = self.tracker.distance(values)
         full = bool(self.probe.lower_bounds) and self.tracker.needs_full(values)
         if full:  # only lower-bound readings fall short: measure them as the final evaluation will
             values = dict(self.probe.measure(trainer, step, full=True))
@@ -382,7 +386,7 @@ class EarlyStop(Callback):
             return
         self.reason = self.tracker.observe(step, now, progress, values, full)
         if self.config.keep_best:
-            distance = self.tracker.distance(values)
+            self._last_distance = distance
             if self._best is None or distance <= self._best[1]:  # a tie keeps the later weights
                 self._best = (step, distance, trainer.weights())
         if self.reason is not None:
@@ -394,7 +398,7 @@ class EarlyStop(Callback):
         if self._best is None or self.outcome == "passed" or not self.tracker.checks:
             return
         step, distance, weights = self._best
-        last = self.tracker.distance(self.tracker.checks[-1].values)
+        last = self._last_distance
         self._best = None
         if step != self.tracker.checks[-1].step and distance < last - self.config.min_gain:
             trainer.keep_weights(weights, step)
