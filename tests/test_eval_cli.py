@@ -150,6 +150,20 @@ class FakeTrainer:
         self.logged.append((step, values))
 
 
+def test_callback_draws_noise_on_the_cpu_whatever_the_trainer_device(env) -> None:
+    """Families draw their noise on the CPU (seed stability across devices); a generator made on
+    the trainer's device broke every in-training check of a CUDA run (found on an H200). Here the
+    trainer claims a CUDA device on a CPU-only build, where a CUDA generator cannot be made at all."""
+    tmp, ds = env
+    from test_eval_fixtures import TinyConfig, TinyGenerator
+
+    model = TinyGenerator(TinyConfig())
+    cpu, cuda = FakeTrainer(open_dataset(ds), model), FakeTrainer(open_dataset(ds), model)
+    cuda.device = "cuda"
+    cb = EvalCallback(every=1, n=30, features="random")
+    np.testing.assert_array_equal(cb.sample(cuda)[0], cb.sample(cpu)[0])
+
+
 def test_callback_logs_cheap_metrics_every_n_steps(env) -> None:
     tmp, ds = env
     from test_eval_fixtures import TinyConfig, TinyGenerator

@@ -60,7 +60,9 @@ class EvalCallback(Callback):
         labels = trainer.eval_labels(self.n)
         chunks = []
         with torch.no_grad(), trainer.ema_weights() as model:
-            gen = torch.Generator(device=trainer.device).manual_seed(self.seed)
+            # on the CPU whatever the trainer's device: every family draws its noise there (seed
+            # stability across devices), and a CUDA generator made them fail on a GPU
+            gen = torch.Generator().manual_seed(self.seed)
             for start in range(0, self.n, self.batch_size):
                 part = None if labels is None else labels[start : start + self.batch_size]
                 chunks.append(
