@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -18,8 +19,9 @@ from genforge.scenarios.early_stop import (
     early_stop_for,
     shortfall,
 )
+from genforge.scenarios.runner import apply_overrides
 from genforge.scenarios.schema import Gate, load_scenario
-from genforge.scenarios.sizing import DataFacts, batch_cap, size_recipe
+from genforge.scenarios.sizing import DataFacts, batch_cap, size_recipe, size_steps
 from genforge.train.launch import build_trainer
 from test_train_models import make_dataset
 
@@ -374,6 +376,25 @@ def test_sizing_follows_other_data():
     assert not any("batch_size" in n for n in notes)
     layers, notes = _sized("digits", DataFacts(300, 10, (16, 16, 1)))
     assert "diffaugment" not in layers["model"]  # the cVAE has no discriminator to protect
+
+
+def test_step_budget_follows_the_class_count():
+    facts = lambda k: DataFacts(5000, k, (28, 28, 1))  # noqa: E731
+    steps, notes = size_steps(facts(40), 2400, 10, True)
+    assert steps == 4800 and notes == ["train.steps 2400 -> 4800: 40 classes where the budget was chosen for 10 "
+                                       "(x sqrt(40/10))"]  # fmt: skip
+    steps, notes = size_steps(facts(28), 2400, 10, True)
+    assert steps == round(2400 * (28 / 10) ** 0.5) == 4016 and "28 classes" in notes[0]
+    # fewer or as many classes, unconditional models, no budget in steps, no steps_classes: as given
+    for args in [(facts(10), 2400, 10, True), (facts(3), 2400, 10, True), (facts(40), 2400, 10, False),
+                 (facts(40), None, 10, True), (facts(40), 2400, None, True)]:  # fmt: skip
+        assert size_steps(*args) == (args[1], [])
+
+
+def test_command_line_steps_are_trained_as_given():
+    sc = replace(load_scenario("mnist"), train=replace(load_scenario("mnist").train, steps_classes=10))
+    assert apply_overrides(sc, None, None, 50, None).train.steps_classes is None
+    assert apply_overrides(sc, None, "1m", None, None).train.steps_classes == 10
 
 
 def test_digits_recipe_keeps_its_latents_open():

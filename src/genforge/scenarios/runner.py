@@ -87,9 +87,11 @@ def apply_overrides(sc: Scenario, data: str | None, max_time: str | None, steps:
 
 def _budget(section: Any, max_time: str | None, steps: int | None) -> Any:
     """A section with `max_time` and `steps` (train:, public:) under the command line's budget: a
-    given --steps replaces the section's time budget too (by --max-time, or none)."""
+    given --steps replaces the section's time budget too (by --max-time, or none), and is trained
+    as given whatever the data's class count (no `steps_classes` sizing)."""
     if steps is not None:
-        return replace(section, steps=steps, max_time=max_time)
+        fixed = {"steps_classes": None} if hasattr(section, "steps_classes") else {}
+        return replace(section, steps=steps, max_time=max_time, **fixed)
     return section if max_time is None else replace(section, max_time=max_time)
 
 
@@ -128,7 +130,7 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_fr
     `reference` (the dataset the final evaluation scores against; default `dataset`)."""
     from genforge.data.canonical import open_dataset
     from genforge.scenarios.early_stop import early_stop_for
-    from genforge.scenarios.sizing import DataFacts, size_recipe
+    from genforge.scenarios.sizing import DataFacts, size_recipe, size_steps
     from genforge.train.config import TrainConfig
     from genforge.train.launch import build_trainer
 
@@ -136,11 +138,13 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_fr
     # the settings that depend on the data's size follow the data given (scenarios/sizing.py)
     facts = DataFacts.of(open_dataset(dataset), sc.train.config.get("split", "train"))
     layers, sizing = size_recipe(facts, sc.model.name, layers, TrainConfig.batch_size)
+    steps, notes = size_steps(facts, sc.train.steps, sc.train.steps_classes, sc.model.conditional)
+    sizing += notes
     for note in sizing:
         console.print(f"  sized: {note}")
     cfg_file = run_dir / "train-config.yaml"
     write_text(cfg_file, yaml.safe_dump(layers, sort_keys=False))
-    flags = {"max_time": sc.train.max_time, "steps": sc.train.steps, "seed": sc.train.seed}
+    flags = {"max_time": sc.train.max_time, "steps": steps, "seed": sc.train.seed}
     early_stop = early_stop_for(sc, reference)  # measures the gates during training (scenarios/early_stop.py)
     trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags,
                             conditional=sc.model.conditional, callbacks=[early_stop], init_from=init_from,

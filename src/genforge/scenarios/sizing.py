@@ -14,6 +14,14 @@ trainer reads them. Each rule records a line in summary.json's `sizing`.
   is turned on: a discriminator that sees a few thousand images memorises them within minutes
   and its generator stops learning (Zhao et al. 2020; the `few-shot` scenario's recipe).
 
+- Step budget for many classes: a conditional recipe whose step budget was chosen for
+  `train.steps_classes` classes trains `steps x sqrt(classes / steps_classes)` steps on data with
+  more classes (never fewer steps). A class-conditional generator learns each class from the
+  share of each batch that class gets; with four times the classes it gets a quarter of the
+  updates per step. The square root, not the full ratio, because the classes share most of
+  what is learnt (strokes, shapes); it was chosen on a development set of 28 classes (bench/
+  results/scenario_generalisation.md). The scenario's time cap still bounds the run.
+
 The rest of what depends on the data already follows it where it is built: every family's
 `default_config(image_size, channels, num_classes)` picks its widths and depth for the image
 size (GAN and VAE stage widths, the VAE's latent size for colour), the number of classes sizes
@@ -26,6 +34,7 @@ existed (tests/test_early_stop.py checks them), so the presets behave as before.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +70,16 @@ def _uses_diffaugment(model_name: str) -> bool:
 
     ensure_models_registered(model_name)
     return "diffaugment" in {f.name for f in dataclasses.fields(MODELS.get(model_name).config_class)}
+
+
+def size_steps(facts: DataFacts, steps: int | None, steps_classes: int | None,
+               conditional: bool) -> tuple[int | None, list[str]]:  # fmt: skip
+    """(the step budget for the data, one line if it changed): module docstring."""
+    if not steps or not steps_classes or not conditional or facts.num_classes <= steps_classes:
+        return steps, []
+    sized = round(steps * math.sqrt(facts.num_classes / steps_classes))
+    return sized, [f"train.steps {steps} -> {sized}: {facts.num_classes} classes where the budget was chosen for "
+                   f"{steps_classes} (x sqrt({facts.num_classes}/{steps_classes}))"]  # fmt: skip
 
 
 def size_recipe(facts: DataFacts, model_name: str, layers: dict[str, dict[str, Any]],
