@@ -31,13 +31,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import foreign_sets
 import yaml
-from common import REPO, cpu_model, markdown_table
-from scenario_generalisation import _gates_cell, run_one
 
+import foreign_sets
+from common import REPO, cpu_model, markdown_table
 from genforge.core.atomic import write_json, write_text
 from genforge.scenarios.schema import PRESETS, load_scenario, preset_names
+from scenario_generalisation import _gates_cell, run_one
 
 BASE = "base"
 

@@ -13,7 +13,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import recipe_sweep as rs  # noqa: E402
-
 from genforge.core.errors import ConfigError  # noqa: E402
 from genforge.scenarios.schema import load_scenario  # noqa: E402
 
