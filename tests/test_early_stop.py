@@ -391,6 +391,13 @@ def test_step_budget_follows_the_class_count():
         assert size_steps(*args) == (args[1], [])
 
 
+def test_steps_classes_must_be_a_class_count(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {steps: 100, steps_classes: 0}\n")
+    with pytest.raises(ConfigError, match="train.steps_classes"):
+        load_scenario(str(bad))
+
+
 def test_command_line_steps_are_trained_as_given():
     sc = replace(load_scenario("mnist"), train=replace(load_scenario("mnist").train, steps_classes=10))
     assert apply_overrides(sc, None, None, 50, None).train.steps_classes is None

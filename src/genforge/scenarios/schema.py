@@ -43,6 +43,10 @@ class TrainSection:
     # stop once the gates pass (or stall) as measured during training (scenarios/early_stop.py)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
+    def __post_init__(self) -> None:
+        if self.steps_classes is not None and self.steps_classes < 1:
+            raise ConfigError(f"train.steps_classes: expected a class count >= 1 (or none), got {self.steps_classes}")
+
 
 @dataclass
 class AdaptSection:
