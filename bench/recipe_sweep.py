@@ -37,7 +37,7 @@ import foreign_sets
 from common import REPO, cpu_model, markdown_table
 from genforge.core.atomic import write_json, write_text
 from genforge.scenarios.schema import PRESETS, load_scenario, preset_names
-from scenario_generalisation import _gates_cell, run_one
+from scenario_generalisation import gates_cell, run_one
 
 BASE = "base"
 
@@ -92,7 +92,7 @@ def write_variant(name: str, scenario: dict[str, Any], overrides: dict[str, Any]
 
 def _cell(r: dict[str, Any]) -> str:
     if r["status"] == "ERROR":
-        return _gates_cell(r)
+        return gates_cell(r)
     values = " / ".join("-" if g["value"] is None else f"{g['value']:.3f}" for g in r["gates"])
     return f"{r['status']} {values} ({r['steps']} steps)"
 

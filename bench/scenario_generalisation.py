@@ -110,7 +110,7 @@ def run_one(
     }
 
 
-def _gates_cell(r: dict[str, Any]) -> str:
+def gates_cell(r: dict[str, Any]) -> str:
     if r["status"] == "ERROR":
         return f"error: {r['error'][:160]}"
     return ", ".join(
@@ -135,7 +135,7 @@ COLUMNS = ["scenario", "data", "result", "steps", "train s", "stop (early stop, 
 def _row(r: dict[str, Any]) -> list[object]:
     train_s = "" if r.get("train_s") is None else f"{r['train_s']:.0f}"
     sizing = "; ".join(n.split(":")[0] for n in r.get("sizing", [])) or "-"
-    return [r["scenario"], r["set"], r["status"], r.get("steps") or "", train_s, _stop_cell(r), _gates_cell(r), sizing]
+    return [r["scenario"], r["set"], r["status"], r.get("steps") or "", train_s, _stop_cell(r), gates_cell(r), sizing]
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scenario} on {set_name} ({' '.join(budget)}) ...", flush=True)
             result = run_one(scenario, data, out, budget, args.seed, out.with_suffix(".log"), args.threads)
             rows.append({**row, **result, "run_dir": str(out)})
-            print(f"  {result['status']} in {result['wall_s']:.0f}s: {_gates_cell(rows[-1])}", flush=True)
+            print(f"  {result['status']} in {result['wall_s']:.0f}s: {gates_cell(rows[-1])}", flush=True)
     meta = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),

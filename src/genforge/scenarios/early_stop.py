@@ -17,8 +17,8 @@ The final evaluation, on the scenario's full `n`, still decides PASS or FAIL.
 
 A run that ends without passing (its budget spent, or stalled) ends with the weights of its check
 closest to passing (`keep_best`; the gates' summed shortfalls, read from every check's `n` samples
-even where a full check followed), when that check beat the last one by `min_gain`: a GAN's checks can swing by 0.3 late in a fine-tune, and its last weights are then
-a draw from that swing. The final evaluation scores those weights on samples of another seed than
+even where a full check followed), when that check beat the last one by `min_gain`: a GAN's checks
+can swing by 0.3 late in a fine-tune, and its last weights are then a draw from that swing. The final evaluation scores those weights on samples of another seed than
 the checks', so a lucky check is not what it reads; model.json records the step (`weights_step`).
 
 Margins and gains are absolute for metrics in [0, 1] and scaled by the bound for larger ones
