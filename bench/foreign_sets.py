@@ -22,6 +22,8 @@ scenarios on them as they are. Recipe settings are chosen on the development set
 
     dev-lower10     lowercase a b d e f g h k m n, rendered as the glyph sets (1,000 per class, seed + 100)
     dev-lower28     lowercase a-z without l o, and $ = < > (250 per class): many classes, few each
+    dev-mixed40     lowercase a-z without l o, and 16 Greek lowercase letters unlike Latin ones
+                    (250 per class): the 40-class development set
     dev-shapes8     outlined or filled shapes drawn with PIL: circle, square, triangle, cross,
                     star, ring, diamond, arrow; random size, position, rotation, stroke (1,000 per class)
     dev-mnist-warp  the MNIST test split rotated +-35 deg with strokes thinned or thickened
@@ -215,11 +217,14 @@ def mnist_warp(seed: int, shared: Path = SHARED) -> ForeignSet:
 
 LOWER10 = list("abdefghkmn")
 LOWER28 = list("abcdefghijkmnpqrstuvwxyz$=<>")
+# Greek letters whose lowercase shapes no Latin letter shares (no omicron, nu, iota, kappa, rho, ...)
+MIXED40 = LOWER28[:24] + list("αβγδζηθλμξπσφχψω")
 
 # development sets: recipe settings are chosen on these, never on BUILDERS'
 DEV_BUILDERS: dict[str, Callable[[int], ForeignSet]] = {
     "dev-lower10": lambda seed: glyph_set("dev-lower10", LOWER10, 1000, seed + 100),
     "dev-lower28": lambda seed: glyph_set("dev-lower28", LOWER28, 250, seed + 100),
+    "dev-mixed40": lambda seed: glyph_set("dev-mixed40", MIXED40, 250, seed + 100),
     "dev-shapes8": lambda seed: shape_set("dev-shapes8", 1000, seed),
     "dev-mnist-warp": mnist_warp,
 }

@@ -101,9 +101,19 @@ def test_written_set_is_ingested_as_a_labelled_dataset(fonts, tmp_path):
 def test_dev_sets_share_no_class_with_the_measured_sets(fonts):
     # settings are chosen on the dev sets: none of their glyph classes is one the benchmark measures
     measured = set(fs.LETTERS10) | set(fs.SYMBOLS3) | set(fs.CLASSES40)
-    assert not measured & (set(fs.LOWER10) | set(fs.LOWER28))
+    assert not measured & (set(fs.LOWER10) | set(fs.LOWER28) | set(fs.MIXED40))
     assert not set(fs.DEV_BUILDERS) & set(fs.BUILDERS)
     assert len(fs.LOWER28) == 28 and len(set(fs.LOWER28)) == 28
+    assert len(fs.MIXED40) == 40 and len(set(fs.MIXED40)) == 40
+
+
+def test_the_40_class_dev_set_renders_every_class(fonts):
+    # its Greek letters need fonts that draw them: every class is present, drawn and distinct
+    small = fs.glyph_set("dev-mixed40", fs.MIXED40, 3, seed=100)
+    assert sorted(small.meta["class_counts"]) == sorted(fs.MIXED40)
+    assert set(small.meta["class_counts"].values()) == {3}
+    assert (small.images > 127).mean(axis=(1, 2)).min() > 0.005
+    assert len(set(map(bytes, small.images))) == len(small.images)
 
 
 def test_shapes_are_seeded_balanced_and_distinct():
