@@ -36,7 +36,7 @@ class TrainSection:
     max_time: str | None = "2m"
     steps: int | None = None
     # the number of classes `steps` was chosen for: a conditional model on data with more classes
-    # trains steps x (classes / steps_classes) ** 0.75 (scenarios/sizing.py size_steps); None: as given
+    # trains more steps, by the rule in scenarios/sizing.py (size_steps); None: as given
     steps_classes: int | None = None
     seed: int = 0
     config: dict[str, Any] = field(default_factory=dict)  # further trainer settings
