@@ -201,6 +201,31 @@ def test_samples_per_class_follow_the_class_count():
     assert MMD.adapt_base_config({"num_classes": 10, "per_class": 12}, {"num_classes": 40})["per_class"] == 12
 
 
+def test_unbiased_estimator_removes_the_spread_penalty():
+    """Over many draws of m samples around known means, the unbiased loss averages to the true
+    squared distance, the biased one to that plus the estimate's variance (rows * dim / m for
+    unit-variance noise); both agree with a direct loop on one draw."""
+    from genforge.models.mmd import MMDConfig, moment_distance
+
+    g = torch.Generator().manual_seed(0)
+    rows, m, dim, draws = 3, 4, 5, 20000
+    mu, targets = 0.3 * torch.randn(rows, dim, generator=g), 0.3 * torch.randn(rows, dim, generator=g)
+    phi = mu[None, :, None, :] + torch.randn(draws, rows, m, dim, generator=g, dtype=torch.float64).float()
+    true = float((mu - targets).pow(2).sum())
+    unbiased = np.mean([float(moment_distance(p, targets, unbiased=True)) for p in phi])
+    biased = np.mean([float(moment_distance(p, targets, unbiased=False)) for p in phi])
+    assert unbiased == pytest.approx(true, abs=0.03)
+    assert biased == pytest.approx(true + rows * dim / m, abs=0.05)
+    # one draw against the definition: mean over i != j of phi_i . phi_j - 2 mean . t + t . t
+    p = phi[0].double()
+    direct = sum(sum(float(p[r, i] @ p[r, j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+                 - 2 * float(p[r].mean(0) @ targets[r].double()) + float(targets[r].double() @ targets[r].double())
+                 for r in range(rows))  # fmt: skip
+    assert float(moment_distance(p, targets.double(), unbiased=True)) == pytest.approx(direct, rel=1e-9)
+    with pytest.raises(Exception, match="estimator"):
+        MMDConfig(estimator="median")
+
+
 def test_private_resume_is_bit_exact_and_does_not_release_again(tmp_path, dataset):
     # a constant lr: the default cosine follows each run's own budget (4 steps, then 8)
     kw = {"sets": ["train.checkpoint_every=4", "model.lr_decay=constant"], "privacy": {"epsilon": 5.0, "delta": 1e-3}}
