@@ -205,6 +205,7 @@ def test_unbiased_estimator_removes_the_spread_penalty():
     """Over many draws of m samples around known means, the unbiased loss averages to the true
     squared distance, the biased one to that plus the estimate's variance (rows * dim / m for
     unit-variance noise); both agree with a direct loop on one draw."""
+    from genforge.core.errors import ConfigError
     from genforge.models.mmd import MMDConfig, moment_distance
 
     g = torch.Generator().manual_seed(0)
@@ -222,7 +223,7 @@ def test_unbiased_estimator_removes_the_spread_penalty():
                  - 2 * float(p[r].mean(0) @ targets[r].double()) + float(targets[r].double() @ targets[r].double())
                  for r in range(rows))  # fmt: skip
     assert float(moment_distance(p, targets.double(), unbiased=True)) == pytest.approx(direct, rel=1e-9)
-    with pytest.raises(Exception, match="estimator"):
+    with pytest.raises(ConfigError, match="estimator"):
         MMDConfig(estimator="median")
 
 
