@@ -117,10 +117,10 @@ def moment_distance(phi: torch.Tensor, targets: torch.Tensor, unbiased: bool) ->
     the mean of phi_i . phi_j over i != j, so the expectation over the generator's draws is the
     distance between its true class means and the targets, with no reward for a small spread."""
     m = phi.shape[1]
-    means = phi.mean(1)
+    total = phi.sum(1)
+    means = total / m
     if not unbiased:
         return (means - targets).pow(2).sum()
-    total = phi.sum(1)
     self_sq = (total.pow(2).sum(1) - phi.pow(2).sum((1, 2))) / (m * (m - 1))
     return (self_sq - 2 * (means * targets).sum(1) + targets.pow(2).sum(1)).sum()
 
