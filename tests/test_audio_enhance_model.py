@@ -274,6 +274,34 @@ def test_mask_limit_bounds_the_gain_of_every_bin():
         from_dict(DenoiserConfig, {"mask_limit": 0.0})
 
 
+def test_atten_limit_mixes_the_input_back_into_what_restore_returns():
+    """`atten_limit_db: L` returns (1 - s) x the network's output + s x the input, s = 10^(-L/20):
+    a mask that removes everything leaves the input L dB down, not silence. Training is unaffected:
+    the same weights and draws give the same loss with and without the limit."""
+    x = torch.from_numpy(synth_clips(3, 2, 1, 4000, 8000, seed=4)[0])
+    clean = torch.from_numpy(synth_clips(6, 3, 2, 4000, 8000, seed=5)[0])
+    losses, outputs = [], {}
+    for limit in (None, 20.0, 26.0):
+        torch.manual_seed(0)
+        model = Denoiser(Denoiser.default_config(8000, 4000, hidden=16, blocks=1, atten_limit_db=limit))
+        torch.manual_seed(1)
+        losses.append(float(model.training_step("main", Batch(clean), 0).loss.detach()))
+        with torch.no_grad():
+            outputs[limit] = (model.net(x), model.restore(x))
+        with torch.no_grad():  # a mask of zero in every bin: the network removes everything
+            model.net.out[1].weight.zero_()
+            model.net.out[1].bias.zero_()
+        silence = model.restore(x)
+        share = 0.0 if limit is None else 10 ** (-limit / 20)
+        torch.testing.assert_close(silence, share * x, atol=1e-5, rtol=0.0)
+    assert losses[0] == losses[1] == losses[2]
+    net_out, restored = outputs[20.0]
+    torch.testing.assert_close(restored, (0.9 * net_out + 0.1 * x).clamp(-1, 1), atol=1e-5, rtol=0.0)
+    torch.testing.assert_close(outputs[None][1], outputs[None][0].clamp(-1, 1), atol=1e-6, rtol=0.0)
+    with pytest.raises(ConfigError, match="atten_limit_db"):
+        from_dict(DenoiserConfig, {"atten_limit_db": 0.0})
+
+
 def _burst(seconds: float = 1.0, sr: int = 8000) -> torch.Tensor:
     """(1, T): a harmonic burst in the middle half of the clip, silence around it."""
     t = torch.arange(int(seconds * sr)) / sr
