@@ -70,6 +70,31 @@ def test_wav_file_to_wav_file(run, tmp_path, monkeypatch, capsys):
     assert code == 2 and "*.wav" in err
 
 
+def test_atten_limit_option_sets_how_much_of_the_input_is_mixed_back(run, tmp_path, monkeypatch, capsys):
+    """--atten-limit DB replaces the run's limit for the call: the output is (1 - s) x the network's
+    plus s x the input, s = 10^(-DB/20); 'none' gives the network's output alone; bad values and
+    image runs are refused before anything is written."""
+    x = _speech(6000, 3)
+    write_wav(tmp_path / "noisy.wav", x, SR)
+    outs = {}
+    for limit in ("none", "6"):
+        code, _, err = run_cli(monkeypatch, capsys, "restore", run, tmp_path / "noisy.wav",
+                               "--out", tmp_path / f"{limit}.wav", "--atten-limit", limit)  # fmt: skip
+        assert code == 0, err
+        outs[limit], _ = sf.read(tmp_path / f"{limit}.wav", dtype="float32")
+    read_back, _ = sf.read(tmp_path / "noisy.wav", dtype="float32")
+    assert np.abs(outs["none"] - _expected(run, read_back)).max() <= PCM16
+    share = 10 ** (-6 / 20)
+    assert np.abs(outs["6"] - ((1 - share) * outs["none"] + share * read_back)).max() <= 2 * PCM16
+    assert np.abs(outs["6"] - outs["none"]).max() > 0.01
+    before = _files(tmp_path)
+    for bad in ("0", "-3", "loud", "nan"):
+        code, _, err = run_cli(monkeypatch, capsys, "restore", run, tmp_path / "noisy.wav",
+                               "--out", tmp_path / "bad.wav", "--atten-limit", bad)  # fmt: skip
+        assert code == 2 and "--atten-limit" in err and repr(bad) in err
+    assert _files(tmp_path) == before
+
+
 def test_other_rate_is_resampled_and_channels_are_kept(run, tmp_path, monkeypatch, capsys):
     stereo = np.stack([_speech(16000, 1, 16000), _speech(16000, 2, 16000)], 1)
     sf.write(tmp_path / "hi.flac", stereo, 16000)
@@ -190,3 +215,6 @@ def test_image_runs_still_restore_through_the_same_command(tmp_path, monkeypatch
         "5",
     )
     assert code == 2 and "--snr applies to audio runs" in err
+    code, _, err = run_cli(monkeypatch, capsys, "restore", tmp_path / "dae", tmp_path / "in.png",
+                           "--out", tmp_path / "o3.png", "--atten-limit", "20")  # fmt: skip
+    assert code == 2 and "--atten-limit applies to speech enhancement" in err

@@ -150,6 +150,11 @@ def restore(
     ),
     snr: float = typer.Option(None, "--snr", help="Audio: SNR in dB of the --corrupt noise (default 5)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corruption."),
+    atten_limit: str = typer.Option(
+        None, "--atten-limit", metavar="DB|none",
+        help="Speech enhancement: cut no part of the input by more than DB (mixes that much of it back in); "
+        "'none' for the network's output alone. Default: the run's setting (the speech-enhancement scenario: 26).",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
@@ -161,7 +166,8 @@ def restore(
 
     kinds = [k.strip() for k in corrupt.split(",") if k.strip()] if corrupt else None
     restore_run = restorer_for(run_modality(run_dir))
-    typer.echo(restore_run(run_dir, input_, out, kinds, seed=seed, snr=snr, overwrite=overwrite, device=device))
+    typer.echo(restore_run(run_dir, input_, out, kinds, seed=seed, snr=snr, overwrite=overwrite, device=device,
+                           atten_limit=atten_limit))
 
 
 def register(app: typer.Typer) -> None:

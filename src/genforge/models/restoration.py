@@ -221,7 +221,7 @@ def restore_path(
 
 
 # modality -> `genforge restore` for runs of that modality: (run_dir, input, out, corrupt kinds or
-# None, *, seed, snr, overwrite, device) -> the message to print
+# None, *, seed, snr, overwrite, device, atten_limit) -> the message to print
 RESTORERS = modality_registry("restore command")
 
 
@@ -231,9 +231,12 @@ def restorer_for(modality: str):
 
 @RESTORERS.register("image")
 def _restore_images(run_dir: str | Path, input: str | Path, out: str | Path, corrupt_kinds: list[str] | None, *,
-                    seed: int = 0, snr: float | None = None, overwrite: bool = False, device: str = "cpu") -> str:
+                    seed: int = 0, snr: float | None = None, overwrite: bool = False, device: str = "cpu",
+                    atten_limit: str | None = None) -> str:
     if snr is not None:
         raise GenforgeError("--snr applies to audio runs; image corruptions are set by --corrupt kinds")
+    if atten_limit is not None:
+        raise GenforgeError("--atten-limit applies to speech enhancement (denoiser) runs, not image runs")
     corruption = from_dict(CorruptionConfig, {"kinds": corrupt_kinds}, where="--corrupt") if corrupt_kinds else None
     restore_path(run_dir, input, out, corruption, seed=seed, overwrite=overwrite, device=device)
     return f"restored {input} -> {out}"

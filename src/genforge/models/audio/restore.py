@@ -11,10 +11,14 @@ unreadable input file fails before anything is written, and nothing is written o
 `corrupt` (demonstrations on clean recordings) adds noise of those kinds (audio/noise.py) at `snr`
 dB (default 5) before restoring, seeded; babble is made of the inputs themselves. The noisy input
 is written too: `OUT.noisy.wav` beside a file, `OUT/noisy/` in a folder.
+
+`atten_limit` (`--atten-limit DB|none`) replaces a denoiser run's `atten_limit_db` for the call:
+how much of the input is mixed back in, so that no part of it is cut by more than DB.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +67,21 @@ def _corruption(kinds: list[str] | None, snr: float | None) -> NoiseRecipe | Non
     )
 
 
+def _set_atten_limit(pipe: AudioPipeline, run_dir: str | Path, value: str) -> None:
+    """--atten-limit DB|none: the most any part of the input is cut (denoiser runs)."""
+    config = pipe.model.config
+    if not hasattr(config, "atten_limit_db"):
+        raise GenforgeError(f"--atten-limit applies to denoiser runs; {run_dir} holds a {pipe.name!r} model")
+    text = str(value).strip().lower()
+    try:
+        limit = None if text in ("none", "off") else float(text)
+    except ValueError:
+        limit = -1.0
+    if limit is not None and not (math.isfinite(limit) and limit > 0):
+        raise GenforgeError(f"--atten-limit: expected a limit in dB > 0, or 'none', got {value!r}")
+    config.atten_limit_db = limit
+
+
 def restore_audio(
     run_dir: str | Path,
     input: str | Path,
@@ -73,14 +92,18 @@ def restore_audio(
     snr: float | None = None,
     overwrite: bool = False,
     device: str = "cpu",
+    atten_limit: str | None = None,
 ) -> RestoredAudio:
     """Restore `input` (an audio file or a folder of them) with the audio run in `run_dir` into
-    `out` (a .wav file, or a folder); see the module doc."""
+    `out` (a .wav file, or a folder); see the module doc. `atten_limit` ("DB" or "none") replaces
+    the run's `atten_limit_db` for this call."""
     recipe = _corruption(corrupt, snr)
     pipe = load_pipeline(run_dir, device=device)
     pipe.require_restoration()
     if not isinstance(pipe, AudioPipeline):
         raise GenforgeError(f"{run_dir}: model {pipe.name!r} restores {pipe.modality} data, not audio")
+    if atten_limit is not None:
+        _set_atten_limit(pipe, run_dir, atten_limit)
     src, out = Path(input), Path(out)
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
