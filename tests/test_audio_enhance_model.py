@@ -288,7 +288,7 @@ def test_atten_limit_mixes_the_input_back_into_what_restore_returns():
         losses.append(float(model.training_step("main", Batch(clean), 0).loss.detach()))
         with torch.no_grad():
             outputs[limit] = (model.net(x), model.restore(x))
-        with torch.no_grad():  # a mask of zero in every bin: the network removes everything
+            # a mask of zero in every bin: the network removes everything
             model.net.out[1].weight.zero_()
             model.net.out[1].bias.zero_()
         silence = model.restore(x)

@@ -18,7 +18,7 @@ how much of the input is mixed back in, so that no part of it is cut by more tha
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from genforge.audio.resample import RESAMPLER, resample
 from genforge.audio.wav import decode_audio, encode_wav
 from genforge.core.atomic import atomic_dir, atomic_files
 from genforge.core.config import from_dict
-from genforge.core.errors import DataError, GenforgeError
+from genforge.core.errors import ConfigError, DataError, GenforgeError
 from genforge.models.audio.pipeline import AudioPipeline
 from genforge.models.pipeline import load_pipeline
 from genforge.models.restoration import RESTORERS
@@ -73,13 +73,11 @@ def _set_atten_limit(pipe: AudioPipeline, run_dir: str | Path, value: str) -> No
     if not hasattr(config, "atten_limit_db"):
         raise GenforgeError(f"--atten-limit applies to denoiser runs; {run_dir} holds a {pipe.name!r} model")
     text = str(value).strip().lower()
-    try:
+    try:  # the config's own check judges the value
         limit = None if text in ("none", "off") else float(text)
-    except ValueError:
-        limit = -1.0
-    if limit is not None and not (math.isfinite(limit) and limit > 0):
-        raise GenforgeError(f"--atten-limit: expected a limit in dB > 0, or 'none', got {value!r}")
-    config.atten_limit_db = limit
+        pipe.model.config = dataclasses.replace(config, atten_limit_db=limit)
+    except (ValueError, ConfigError) as e:
+        raise GenforgeError(f"--atten-limit: expected a limit in dB > 0, or 'none', got {value!r}") from e
 
 
 def restore_audio(
