@@ -46,6 +46,8 @@ def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None
     sc = to_dict(load_scenario("spoken-digits"))
     sc["model"] = {"name": family, "conditional": True}  # each family's own defaults
     sc["train"]["max_time"], sc["train"]["steps"] = budget, steps
+    # the goal is measured after the whole budget: no stopping early once the scenario's gates pass
+    sc["train"]["early_stop"]["enabled"] = False
     sc["evaluate"]["n"] = n
     path = work / f"{family}.yaml"
     path.write_text(yaml.safe_dump(sc, sort_keys=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -442,3 +444,67 @@ def test_article_dcgan_starts_from_keras_glorot_init_and_sngan_from_torch_defaul
     assert sn.fc.weight.std().item() == pytest.approx((1 / 3) ** 0.5 / fan_in**0.5, rel=0.05)  # U(+-1/sqrt(in))
     d = DCGAN(DCGAN.default_config(28, 1, init="normal", spectral_norm=True)).discriminator
     assert d.head.parametrizations.weight.original.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_freeze_d_keeps_the_first_discriminator_convolutions_at_the_base(tmp_path):
+    """FreezeD (`--init-from BASE --freeze-d K`): the discriminator's first K convolutions, counted
+    from its input, end the fine-tune equal to the base's; the rest of it and the generator train;
+    the record says what was frozen and a resumed run freezes the same tensors."""
+    from safetensors.torch import load_file
+
+    from genforge.train.launch import build_trainer
+    from test_train_models import make_dataset
+
+    data = make_dataset(tmp_path / "data")
+    quiet = ["train.progress=none", "train.tensorboard=false", "train.sample_every=0", "train.ema=false",
+             "model.g_widths=[16,8]", "model.d_widths=[8,16]"]  # fmt: skip
+    flags = {"steps": 2, "batch_size": 8}
+    build_trainer(tmp_path / "base", model_name="sngan", data=data, flags=flags, sets=quiet).fit()
+    base = load_file(str(tmp_path / "base" / "model.safetensors"))
+    out = tmp_path / "ft"
+    trainer = build_trainer(out, data=data, flags={"steps": 3, "batch_size": 8},
+                            sets=[*quiet[:4], "train.checkpoint_every=2"], init_from=tmp_path / "base", freeze_d=1)  # fmt: skip
+    trainer.fit()
+    final = load_file(str(out / "model.safetensors"))
+    convs = [n for n, m in trainer.model.discriminator.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) >= 2
+    params = dict(trainer.model.named_parameters())  # spectral norm's u, v buffers still iterate
+    first = [k for k in params if k.startswith(f"discriminator.{convs[0]}.")]
+    second = [k for k in params if k.startswith(f"discriminator.{convs[1]}.")]
+    assert first and all(torch.equal(final[k], base[k]) for k in first)
+    assert any(not torch.equal(final[k], base[k]) for k in second)
+    assert any(not torch.equal(final[k], base[k]) for k in params if k.startswith("generator."))
+    record = json.loads((out / "run.json").read_text())["init_from"]
+    assert record["freeze_d"] == 1 and record["frozen_discriminator_layers"] == [f"discriminator.{convs[0]}"]
+    assert record["frozen_discriminator_parameters"] == sum(t.numel() for k, t in final.items() if k in first)
+    assert json.loads((out / "model.json").read_text())["init_from"]["freeze_d"] == 1
+    resumed = build_trainer(out, flags={"steps": 4}, sets=quiet[:4], resume=True)
+    assert {k for k, p in resumed.model.named_parameters() if not p.requires_grad} == set(first)
+    with pytest.raises(ConfigError, match=r"freeze_d 1\): drop --freeze-d"):
+        build_trainer(out, flags={"steps": 5}, sets=quiet[:4], resume=True, freeze_d=2)
+    with pytest.raises(ConfigError, match="--freeze-d fine-tunes a base run"):
+        build_trainer(tmp_path / "x", model_name="sngan", data=data, flags=flags, sets=quiet, freeze_d=1)
+    with pytest.raises(ConfigError, match=r"has 2 convolutions; freeze 1 to 1"):
+        build_trainer(tmp_path / "y", data=data, flags=flags, sets=quiet[:4], init_from=tmp_path / "base", freeze_d=2)
+    build_trainer(tmp_path / "vae", model_name="vae", data=data, flags=flags, sets=quiet[:4]).fit()
+    with pytest.raises(ConfigError, match="'vae' family has no discriminator"):
+        build_trainer(tmp_path / "z", data=data, flags=flags, sets=quiet[:4], init_from=tmp_path / "vae", freeze_d=1)
+
+
+def test_gan_lr_decay_lowers_both_optimisers_lr_over_the_budget(tmp_path):
+    """`lr_decay` (a fine-tune's late steps move the weights less): both phases follow the schedule."""
+    from genforge.train.launch import build_trainer
+    from test_train_models import make_dataset
+
+    data = make_dataset(tmp_path / "data")
+    sets = ["train.progress=none", "train.tensorboard=false", "train.sample_every=0", "model.g_widths=[16,8]",
+            "model.d_widths=[8]", "model.lr_decay=linear", "model.lr_min_ratio=0.25"]  # fmt: skip
+    trainer = build_trainer(tmp_path / "run", model_name="sngan", data=data, flags={"steps": 4, "batch_size": 8},
+                            sets=sets)  # fmt: skip
+    trainer.fit()
+    lrs = {ph.name: ph.optimizer.param_groups[0]["lr"] / base for ph in trainer.phases for base in ph.base_lrs[:1]}
+    # the last step ran at progress 3/4: 0.25 + 0.75 * (1 - 3/4)
+    assert lrs == pytest.approx({"discriminator": 0.4375, "generator": 0.4375})
+    with pytest.raises(ConfigError, match="lr decay"):
+        build_trainer(tmp_path / "bad", model_name="sngan", data=data, flags={"steps": 1},
+                      sets=[*sets[:5], "model.lr_decay=steep"])  # fmt: skip

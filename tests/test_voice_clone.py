@@ -348,8 +348,15 @@ def test_voice_clone_scenario_trains_base_then_adapts_and_scores_the_target(
     assert pipe.generate(2, speaker="cat")[0].shape == (2, 4000)
 
     # --base: a finished base run is adapted without training another; --speaker picks the voice
-    again = run_scenario(str(path), data=str(wavs), out=tmp_path / "again", base=run / "base")
+    # (with FreezeD: the discriminator's first convolution stays at the base's weights)
+    frozen_d = tmp_path / "freeze-d.yaml"
+    frozen_d.write_text(SCENARIO.replace("adapt: {max_clips: 12,", "adapt: {max_clips: 12, freeze_d: 1,"))
+    again = run_scenario(str(frozen_d), data=str(wavs), out=tmp_path / "again", base=run / "base")
     assert again.passed and "train base" not in again.timings
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["adapt"]["freeze_d"] == 1
+    record = json.loads((tmp_path / "again" / "model.json").read_text())["init_from"]
+    assert record["freeze_d"] == 1 and record["frozen_discriminator_layers"] == ["discriminator.convs.0"]
+    assert "first 1 convolutions frozen (FreezeD)" in (tmp_path / "again" / "report.html").read_text()
     with pytest.raises(ConfigError, match="already knows speaker 'cat'"):
         run_scenario(str(path), data=str(wavs), out=tmp_path / "twice", base=run)
     with pytest.raises(ConfigError, match="not a speaker of"):

@@ -53,6 +53,10 @@ def train(
     freeze_trunk: bool = typer.Option(
         False, "--freeze-trunk", help="With --init-from: train only the conditioning tables and output layers."
     ),
+    freeze_d: int = typer.Option(
+        0, "--freeze-d", help="With --init-from, GAN families: keep the discriminator's first K convolutions "
+        "(from its input) at the base's weights (FreezeD)."
+    ),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
     """Train a model on a canonical dataset; `torchrun --nproc_per_node=N -m genforge train ...` for DDP."""
@@ -85,6 +89,7 @@ def train(
         callbacks=callbacks,
         init_from=init_from,
         freeze_trunk=freeze_trunk,
+        freeze_d=freeze_d,
         privacy={"epsilon": dp_epsilon, "delta": dp_delta, "max_grad_norm": dp_max_grad_norm},
     )
     trainer.fit(resume=resume)

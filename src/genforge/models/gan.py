@@ -26,7 +26,7 @@ from torch import nn
 from genforge.augment import DiffAugmentConfig, build_ada, build_diffaugment
 from genforge.core.errors import ConfigError, GenforgeError
 from genforge.core.registry import Registry
-from genforge.models.base import Batch, GenerativeModel, ModelOutput, OptimizerSpec, Phase
+from genforge.models.base import Batch, GenerativeModel, LRSchedule, ModelOutput, OptimizerSpec, Phase
 from genforge.models.nets.conv import stage_widths
 from genforge.models.nets.dcgan import Discriminator, Generator
 from genforge.models.nets.init import initialise
@@ -188,6 +188,10 @@ class GANConfig:
     # conditional only: the class ids as tuples (e.g. [digits, speakers] for digit * speakers +
     # speaker): the generator's conditional norms add a table per factor (nets/norm.py); empty = off
     class_factors: list[int] = field(default_factory=list)
+    # both optimisers' lr over the run's budget (LRSchedule: constant | cosine | linear, down to
+    # lr_min_ratio of the lr at the end)
+    lr_decay: str = "constant"
+    lr_min_ratio: float = 0.1
 
     def __post_init__(self) -> None:
         GAN_LOSSES.get(self.loss)
@@ -275,6 +279,7 @@ class GAN(GenerativeModel):
     def phases(self) -> list[Phase]:
         c = self.config
         group = "adversarial" if c.update == "simultaneous" else ""
+        schedule = LRSchedule(c.lr_decay, min_ratio=c.lr_min_ratio)
         return [
             Phase(
                 "discriminator",
@@ -282,8 +287,9 @@ class GAN(GenerativeModel):
                 OptimizerSpec("adam", c.d_lr, c.betas),
                 repeats=c.n_critic,
                 group=group,
+                schedule=schedule,
             ),
-            Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas), group=group),
+            Phase("generator", ["generator"], OptimizerSpec("adam", c.g_lr, c.betas), group=group, schedule=schedule),
         ]
 
     def base_state_optional(self, name: str) -> bool:

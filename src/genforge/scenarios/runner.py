@@ -125,7 +125,7 @@ def apply_adapt_overrides(sc: Scenario, speaker: str | None, base: str | None) -
 
 
 def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_from: Path | None = None,
-           freeze_trunk: bool = False, reference: Path | None = None) -> dict[str, Any]:  # fmt: skip
+           freeze_trunk: bool = False, reference: Path | None = None, freeze_d: int = 0) -> dict[str, Any]:  # fmt: skip
     """Train `sc`'s model on `dataset` into `run_dir`, its gates measured during training against
     `reference` (the dataset the final evaluation scores against; default `dataset`)."""
     from genforge.data.canonical import open_dataset
@@ -148,7 +148,7 @@ def _train(sc: Scenario, dataset: Path, run_dir: Path, console: Console, init_fr
     early_stop = early_stop_for(sc, reference)  # measures the gates during training (scenarios/early_stop.py)
     trainer = build_trainer(run_dir, model_name=sc.model.name, data=dataset, config_file=cfg_file, flags=flags,
                             conditional=sc.model.conditional, callbacks=[early_stop], init_from=init_from,
-                            freeze_trunk=freeze_trunk)
+                            freeze_trunk=freeze_trunk, freeze_d=freeze_d)
     summary = trainer.fit()
     console.print(f"  trained {summary['step']} steps, {summary['images']} images in {summary['elapsed']:.0f}s "
                   f"({summary['stop_reason']})")  # fmt: skip
@@ -194,10 +194,12 @@ def _adapt(sc: Scenario, dataset: Path, run_dir: Path, console: Console, stage: 
                     train=replace(sc.train, max_time=a.max_time, steps=a.steps, config=merge(sc.train.config, a.config)),
                     evaluate=replace(sc.evaluate, options=options))  # fmt: skip
     # the gates are measured as the final evaluation measures them: against every voice's clips
-    trained = stage("adapt", _train, tuned, target_data, run_dir, console, base_run, a.freeze_trunk, dataset)
+    trained = stage("adapt", _train, tuned, target_data, run_dir, console, base_run, a.freeze_trunk, dataset,
+                    a.freeze_d)
     trained["adapt"] = {"speaker": target, "base_speakers": others, "clips": clips, "rehearsal_clips": rehearsed,
                         "base_run": str(base_run),
                         "base_data": str(base_data), "target_data": str(target_data), "freeze_trunk": a.freeze_trunk,
+                        "freeze_d": a.freeze_d,
                         "base_train": None if base_summary is None else
                         {k: base_summary[k] for k in ("step", "images", "elapsed", "stop_reason")}}  # fmt: skip
     return replace(sc, adapt=replace(a, speaker=target), evaluate=replace(sc.evaluate, options=options)), trained

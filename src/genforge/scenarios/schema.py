@@ -58,6 +58,7 @@ class AdaptSection:
     max_clips: int = 250  # of the target's training clips (the same number of each digit, seeded)
     base: str | None = None  # a finished base run to adapt (skips the base training; `genforge run --base`)
     freeze_trunk: bool = False  # train only the conditioning tables and output layers
+    freeze_d: int = 0  # GAN families: the discriminator's first K convolutions stay at the base's weights
     # training clips of each base speaker the fine-tune also reads (0: the target's only): it keeps
     # the voices it knows apart instead of forgetting them into the new one
     rehearsal: int = 0
@@ -71,6 +72,8 @@ class AdaptSection:
             raise ConfigError(f"adapt.max_clips: expected a positive number of clips, got {self.max_clips}")
         if self.rehearsal < 0:
             raise ConfigError(f"adapt.rehearsal: expected a number of clips >= 0, got {self.rehearsal}")
+        if self.freeze_d < 0:
+            raise ConfigError(f"adapt.freeze_d: expected a number of discriminator convolutions >= 0, got {self.freeze_d}")
 
 
 @dataclass

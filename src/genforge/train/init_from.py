@@ -13,6 +13,9 @@ data (`adapt_base_config`: an audio model appends the data's new speakers by nam
 base's weights to it (`adapt_base_state`: the speaker tables grow); everything else must match.
 `--freeze-trunk` then trains only the family's `adaptation_parameters()` (conditioning tables,
 output layers); run.json and model.json record it under `init_from` with the parameter counts.
+`--freeze-d K` (FreezeD, Mo et al. 2020) keeps the first K convolutions of a GAN's discriminator,
+counted from its input, at the base's weights: the generic features of real data stay as the base
+learnt them from much more data, and only the upper layers follow the few new clips or images.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_base_run(run_dir: str | Path, freeze_trunk: bool = False) -> InitFrom:
+def read_base_run(run_dir: str | Path, freeze_trunk: bool = False, freeze_d: int = 0) -> InitFrom:
     """The finished run at `run_dir`: its description, config and weights; `freeze_trunk`: the
-    new run trains only the family's adaptation parameters."""
+    new run trains only the family's adaptation parameters; `freeze_d`: the discriminator's first
+    `freeze_d` convolutions stay at the base's weights."""
     from safetensors.torch import load_file
 
     from genforge.models.pipeline import MODEL_JSON, MODEL_WEIGHTS
@@ -76,6 +80,7 @@ def read_base_run(run_dir: str | Path, freeze_trunk: bool = False) -> InitFrom:
         "dataset_fingerprint": (info.get("dataset") or {}).get("fingerprint"),
         "weights_sha256": _sha256(weights),
         **({"freeze_trunk": True} if freeze_trunk else {}),
+        **({"freeze_d": int(freeze_d)} if freeze_d else {}),
     }
     return InitFrom(record, info["config"], state)
 
@@ -132,11 +137,39 @@ def freeze_trunk(model: torch.nn.Module) -> dict[str, Any]:
             "trainable_tensors": sorted(keep)}  # fmt: skip
 
 
+def discriminator_convolutions(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The convolutions of `model.discriminator` in the order the module registers them (from
+    its input: every GAN family here builds its discriminator input first)."""
+    d = getattr(model, "discriminator", None)
+    if not isinstance(d, torch.nn.Module):
+        raise ConfigError(f"--freeze-d: the {getattr(model, 'family', type(model).__name__)!r} family has no "
+                          "discriminator; it applies to the GAN families")  # fmt: skip
+    conv = torch.nn.modules.conv._ConvNd
+    return [(f"discriminator.{n}", m) for n, m in d.named_modules() if isinstance(m, conv)]
+
+
+def freeze_discriminator(model: torch.nn.Module, k: int) -> dict[str, Any]:
+    """Stop gradients to the discriminator's first `k` convolutions (FreezeD); what the record keeps."""
+    convs = discriminator_convolutions(model)
+    if not 1 <= k < len(convs):
+        raise ConfigError(f"--freeze-d {k}: this discriminator has {len(convs)} convolutions; freeze 1 to "
+                          f"{len(convs) - 1} of them (the upper ones must learn the new data)")  # fmt: skip
+    frozen = 0
+    for _, module in convs[:k]:
+        for p in module.parameters():  # spectral norm's `original` weight included
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return {"frozen_discriminator_layers": [n for n, _ in convs[:k]], "frozen_discriminator_parameters": frozen}
+
+
 def start_from_base(model: torch.nn.Module, base: InitFrom, model_name: str) -> None:
     """The trainer's step for a run that started from a base: the base weights (a new run; a
-    resumed one reads its checkpoint instead), then the frozen trunk (new and resumed runs alike)."""
+    resumed one reads its checkpoint instead), then the frozen trunk or discriminator layers (new
+    and resumed runs alike)."""
     if base.state is not None:
         check_family(base, model_name, model.family)  # type: ignore[arg-type]
         load_base_weights(model, base)
     if base.record.get("freeze_trunk"):
         base.record.update(freeze_trunk(model))
+    if base.record.get("freeze_d"):
+        base.record.update(freeze_discriminator(model, int(base.record["freeze_d"])))

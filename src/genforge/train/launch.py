@@ -207,11 +207,13 @@ def build_trainer(
     init_from: str | Path | None = None,
     privacy: dict[str, Any] | None = None,
     freeze_trunk: bool = False,
+    freeze_d: int = 0,
 ):
     """A Trainer for run directory `out`; `flags` are TrainConfig fields from explicit options,
     `privacy` PrivacyConfig fields from explicit options (--dp-epsilon, ...); `init_from` a
     finished run whose weights the new run starts from (train/init_from.py), `freeze_trunk`
-    training only its adaptation parameters."""
+    training only its adaptation parameters, `freeze_d` keeping its discriminator's first
+    `freeze_d` convolutions."""
     from genforge.core.lock import ensure_free
     from genforge.data.canonical import open_dataset
     from genforge.train.trainer import RUN_JSON, Trainer
@@ -232,7 +234,7 @@ def build_trainer(
             raise ConfigError(f"--resume: {out} trained model {saved['model']!r}, not {model_name!r}")
         model_name = saved["model"]
         data = data or saved["dataset"]["path"]
-    base = _init_from(init_from, saved, out, freeze_trunk)
+    base = _init_from(init_from, saved, out, freeze_trunk, freeze_d)
     if base is not None and base.state is not None:
         from genforge.models.registry import MODELS
         from genforge.train.init_from import check_family
@@ -311,17 +313,24 @@ def private_defaults(model_name: str) -> dict[str, Any]:
     return dict(MODELS.get(model_name).private_defaults)
 
 
-def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: Path, freeze_trunk: bool = False):
+def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: Path, freeze_trunk: bool = False,
+               freeze_d: int = 0):  # fmt: skip
     """The base run of `--init-from`; on resume, the record of the one the run started from."""
     from genforge.train.init_from import InitFrom, read_base_run
 
     recorded = (saved or {}).get("init_from")
-    if freeze_trunk and not (recorded or {}).get("freeze_trunk"):
+    if freeze_d < 0:
+        raise ConfigError(f"--freeze-d: expected a number of discriminator convolutions >= 0, got {freeze_d}")
+    asked = {"--freeze-trunk": (bool(freeze_trunk), "freeze_trunk", False),
+             "--freeze-d": (int(freeze_d), "freeze_d", 0)}  # fmt: skip
+    for flag, (value, key, off) in asked.items():
+        if value == off or (recorded or {}).get(key, off) == value:
+            continue
         if saved is not None:
-            raise ConfigError(f"--resume continues {out} as it started, with its whole network trained: "
-                              "drop --freeze-trunk")  # fmt: skip
+            raise ConfigError(f"--resume continues {out} as it started ({key} "
+                              f"{(recorded or {}).get(key, off)!r}): drop {flag}")  # fmt: skip
         if init_from is None:
-            raise ConfigError("--freeze-trunk fine-tunes a base run: give --init-from BASE_RUN")
+            raise ConfigError(f"{flag} fine-tunes a base run: give --init-from BASE_RUN")
     if saved is not None:
         if init_from is not None and (recorded is None or Path(init_from).resolve() != Path(recorded["path"])):
             raise ConfigError(
@@ -330,4 +339,4 @@ def _init_from(init_from: str | Path | None, saved: dict[str, Any] | None, out: 
                 "drop --init-from"
             )
         return InitFrom(recorded) if recorded else None
-    return read_base_run(init_from, freeze_trunk) if init_from is not None else None
+    return read_base_run(init_from, freeze_trunk, freeze_d) if init_from is not None else None

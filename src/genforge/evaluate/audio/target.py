@@ -217,6 +217,8 @@ def voice_section(ctx: Any) -> str:
     base = ctx.info.get("init_from")
     if base:
         frozen = " with its trunk frozen" if base.get("freeze_trunk") else ""
+        if base.get("freeze_d"):
+            frozen += f" with its discriminator's first {int(base['freeze_d'])} convolutions frozen (FreezeD)"
         out.append(f"<p>Adapted{frozen} from the base run <code>{esc(base.get('path'))}</code> ({esc(base.get('model'))}, "
                    f"step {esc(base.get('step'))}, weights SHA-256 {esc(base.get('weights_sha256'))}).</p>")  # fmt: skip
     record = ctx.run_dir / CLIPS_RECORD
