@@ -151,9 +151,10 @@ def discriminator_convolutions(model: torch.nn.Module) -> list[tuple[str, torch.
 def freeze_discriminator(model: torch.nn.Module, k: int) -> dict[str, Any]:
     """Stop gradients to the discriminator's first `k` convolutions (FreezeD); what the record keeps."""
     convs = discriminator_convolutions(model)
-    if not 1 <= k < len(convs):
-        raise ConfigError(f"--freeze-d {k}: this discriminator has {len(convs)} convolutions; freeze 1 to "
-                          f"{len(convs) - 1} of them (the upper ones must learn the new data)")  # fmt: skip
+    # its head (the real/fake logit and the class projection) always learns, as in FreezeD
+    if not convs or not 1 <= k <= len(convs):
+        raise ConfigError(f"--freeze-d {k}: this discriminator has {len(convs)} convolution(s); freeze 1 to "
+                          f"{len(convs)} of them (its head still learns the new data)")  # fmt: skip
     frozen = 0
     for _, module in convs[:k]:
         for p in module.parameters():  # spectral norm's `original` weight included
