@@ -144,7 +144,7 @@ def discriminator_convolutions(model: torch.nn.Module) -> list[tuple[str, torch.
     if not isinstance(d, torch.nn.Module):
         raise ConfigError(f"--freeze-d: the {getattr(model, 'family', type(model).__name__)!r} family has no "
                           "discriminator; it applies to the GAN families")  # fmt: skip
-    conv = torch.nn.modules.conv._ConvNd
+    conv = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     return [(f"discriminator.{n}", m) for n, m in d.named_modules() if isinstance(m, conv)]
 
 
