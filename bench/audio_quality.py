@@ -36,8 +36,10 @@ METRICS = ("conditional_accuracy", "speaker_accuracy", "precision", "coverage", 
            "fad_memoriser_ratio", "copy_rate")  # fmt: skip
 
 
-def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None, n: int) -> Path:
-    """The spoken-digits preset with `family` as its model and this budget (gates unchanged)."""
+def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None, n: int,
+                  batch_size: int | None = None) -> Path:
+    """The spoken-digits preset with `family` as its model and this budget (gates unchanged);
+    `batch_size` over the preset's, when given."""
     import yaml
 
     from genforge.core.config import to_dict
@@ -49,6 +51,8 @@ def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None
     # the goal is measured after the whole budget: no stopping early once the scenario's gates pass
     sc["train"]["early_stop"]["enabled"] = False
     sc["evaluate"]["n"] = n
+    if batch_size:
+        sc["train"]["config"]["batch_size"] = batch_size
     path = work / f"{family}.yaml"
     path.write_text(yaml.safe_dump(sc, sort_keys=False))
     return path
@@ -57,7 +61,8 @@ def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None
 def run_family(work: Path, family: str, args: argparse.Namespace) -> dict:
     run = work / family
     shutil.rmtree(run, ignore_errors=True)
-    scenario = scenario_copy(work, family, None if args.steps else args.budget, args.steps, args.n)
+    scenario = scenario_copy(work, family, None if args.steps else args.budget, args.steps, args.n,
+                             args.batch_size)
     log = work / f"{family}.log"
     env = thread_environment(OMP_NUM_THREADS=str(args.threads))
     code, wall = run_logged(
@@ -110,7 +115,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
         "",
         f"Machine: {cpu_model()}, {args.threads} threads, {dt.date.today().isoformat()}. Command: `{command}`",
         "",
-        f"Each family: the `spoken-digits` scenario with only its model and budget changed ({budget}), "
+        f"Each family: the `spoken-digits` scenario with only its model and budget changed ({budget}"
+        f"{f'; batch {args.batch_size}' if args.batch_size else ''}), "
         f"{args.n} generated clips against the held-out split; bold = the goal (conditional accuracy >= 0.90, "
         "coverage >= 0.70, FAD/memoriser <= 5) not met.",
         "",
@@ -132,6 +138,7 @@ def main() -> None:
     ap.add_argument("--budget", default="10m", help="training time per family")
     ap.add_argument("--steps", type=int, default=None, help="a step budget instead of --budget")
     ap.add_argument("--n", type=int, default=500, help="generated clips per evaluation")
+    ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the preset's, 64)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "audio_quality.md"))
