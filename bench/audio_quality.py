@@ -6,8 +6,9 @@ family at that budget"), side by side in one sequence.
 
 Each family runs the `spoken-digits` scenario as a user would (`genforge run --scenario FILE --data
 FSDD`: ingest, train, evaluate against the held-out clips, export, report), in a child process,
-with only the model's name and the training budget changed in a copy of the preset. The same
-dataset fingerprint means every run scores against the same cached evaluator. Recorded per family:
+with only the model's name and the training budget (and `--batch-size`, when given) changed in a
+copy of the preset. The same dataset fingerprint means every run scores against the same cached
+evaluator. Recorded per family:
 the steps trained, the evaluator's conditional and speaker accuracy, precision, coverage, FAD and
 its ratio to the memoriser floor (training clips redrawn), the copy rate, the wall time, and the
 spectrogram sheet of the run's final samples (`<out stem>/<family>.png`). The goal (10 minutes of
@@ -138,7 +139,7 @@ def main() -> None:
     ap.add_argument("--budget", default="10m", help="training time per family")
     ap.add_argument("--steps", type=int, default=None, help="a step budget instead of --budget")
     ap.add_argument("--n", type=int, default=500, help="generated clips per evaluation")
-    ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the preset's, 64)")
+    ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the preset's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "audio_quality.md"))
