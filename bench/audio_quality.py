@@ -110,14 +110,15 @@ def write_report(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
         if "sheet" in r:
             shutil.copyfile(r["sheet"], images / f"{r['family']}.png")
     budget = f"{args.steps} steps" if args.steps else f"{args.budget} of training"
+    if args.batch_size:
+        budget += f"; batch {args.batch_size}"
     command = " ".join([".venv/bin/python", "bench/audio_quality.py", *sys.argv[1:]])
     lines = [
         "# Audio: spoken-digit quality per family at one budget",
         "",
         f"Machine: {cpu_model()}, {args.threads} threads, {dt.date.today().isoformat()}. Command: `{command}`",
         "",
-        f"Each family: the `spoken-digits` scenario with only its model and budget changed ({budget}"
-        f"{f'; batch {args.batch_size}' if args.batch_size else ''}), "
+        f"Each family: the `spoken-digits` scenario with only its model and budget changed ({budget}), "
         f"{args.n} generated clips against the held-out split; bold = the goal (conditional accuracy >= 0.90, "
         "coverage >= 0.70, FAD/memoriser <= 5) not met.",
         "",
