@@ -18,6 +18,7 @@ from genforge.scenarios.early_stop import (
     ImageGateProbe,
     early_stop_for,
     shortfall,
+    surplus,
 )
 from genforge.scenarios.runner import apply_overrides
 from genforge.scenarios.schema import Gate, load_scenario
@@ -212,10 +213,14 @@ def test_a_coverage_gated_run_stops_on_full_checks(tmp_path, dataset):
     assert [c.get("full", False) for c in checks] == [False, True, True] and checks[-1]["coverage"] == 0.8
 
 
-def test_tracker_distance_sums_scaled_shortfalls():
+def test_tracker_distance_sums_scaled_shortfalls_or_what_passing_values_pass_by():
     tracker = GateTracker([Gate("conditional_accuracy", min=0.9), Gate("fad_memoriser_ratio", max=5.0)],
                           EarlyStopConfig())  # fmt: skip
-    assert tracker.distance({"conditional_accuracy": 0.95, "fad_memoriser_ratio": 4.0}) == 0.0
+    # passing: minus 0.05 past 0.9 and 1 below a bound of 5 (scaled: 0.2)
+    assert tracker.distance({"conditional_accuracy": 0.95, "fad_memoriser_ratio": 4.0}) == pytest.approx(-0.25)
+    assert tracker.distance({"conditional_accuracy": 0.9, "fad_memoriser_ratio": 5.0}) == 0.0
+    # a range counts its nearer bound
+    assert surplus(Gate("mia_auc", min=0.4, max=0.55), 0.5) == pytest.approx(0.05)
     # 0.1 short on accuracy, 5 over a bound of 5 (scaled: 1.0)
     d = tracker.distance({"conditional_accuracy": 0.8, "fad_memoriser_ratio": 10.0})
     assert d == pytest.approx(0.1 + 1.0)
@@ -287,12 +292,28 @@ def test_best_weights_are_kept_only_when_clearly_better_and_not_after_a_pass(tmp
     es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: close)
     _fit(tmp_path / "close", dataset, es, steps=6)
     assert "weights_step" not in _saved(tmp_path / "close")[1] and "kept_weights" not in es.report()
-    # a run that passes ends on its passing weights
-    good = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.99, 0.5, 0.95, 0.95)])
+    # a run that passes on its last checks, whose earlier passing check is no better: its last weights
+    good = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.95, 0.5, 0.955, 0.95)])
     es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: good)
     summary = _fit(tmp_path / "pass", dataset, es, steps=20)
     assert summary["step"] == 8 and es.report()["outcome"] == "passed"
     assert "weights_step" not in _saved(tmp_path / "pass")[1]
+
+
+def test_a_run_that_passes_keeps_its_best_passing_checks_weights(tmp_path, dataset):
+    import torch
+
+    # step 4 fails far more than step 2, which passes by the most: it is kept over the last pair
+    rows = [(0.7, 0.99), (0.3, 0.5), (0.7, 0.93), (0.65, 0.95)]
+    probe = Recording([{"coverage": c, "conditional_accuracy": a} for c, a in rows])
+    es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: probe)
+    summary = _fit(tmp_path / "run", dataset, es, steps=20)
+    assert summary["step"] == 8 and es.report()["outcome"] == "passed"
+    weights, info = _saved(tmp_path / "run")
+    assert info["weights_step"] == 2
+    # step 2 passes by 0.1 + 0.09, the last check by 0.05 + 0.05
+    assert es.report()["kept_weights"] == {"step": 2, "distance": -0.19, "last_distance": -0.1}
+    assert all(torch.equal(weights[k], probe.sampled[2][k]) for k in probe.sampled[2])
 
 
 def test_unmeasurable_gates_leave_training_to_its_budget(tmp_path, dataset):
