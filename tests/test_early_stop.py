@@ -303,7 +303,7 @@ def test_best_weights_are_kept_only_when_clearly_better_and_not_after_a_pass(tmp
 def test_a_run_that_passes_keeps_its_best_passing_checks_weights(tmp_path, dataset):
     import torch
 
-    # step 4 fails far more than step 2, which passes by the most: it is kept over the last pair
+    # steps 2, 6 and 8 pass (step 4 fails); step 2 passes by the most, so its weights beat the last pair's
     rows = [(0.7, 0.99), (0.3, 0.5), (0.7, 0.93), (0.65, 0.95)]
     probe = Recording([{"coverage": c, "conditional_accuracy": a} for c, a in rows])
     es = EarlyStop(GATES, EarlyStopConfig(every=2), lambda modality: probe)
