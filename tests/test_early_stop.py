@@ -268,6 +268,26 @@ def test_a_run_that_ends_short_keeps_its_best_checks_weights(tmp_path, dataset, 
     assert any(not torch.equal(probe.sampled[4][k], probe.sampled[6][k]) for k in expected)
 
 
+def test_a_run_that_trains_on_after_its_last_check_checks_its_final_weights(tmp_path, dataset):
+    import torch
+
+    # checks every 4 steps of a 10-step budget: at 4 and 8, then the final weights at 10
+    probe = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.5, 0.85, 0.6)])
+    es = EarlyStop(GATES, EarlyStopConfig(every=4), lambda modality: probe)
+    summary = _fit(tmp_path / "run", dataset, es, steps=10)
+    assert summary["step"] == 10 and probe.calls == [4, 8, 10]
+    report = es.report()
+    assert [c["step"] for c in report["checks"]] == [4, 8, 10] and report["outcome"] == "ran to budget"
+    weights, info = _saved(tmp_path / "run")
+    assert info["weights_step"] == 8 and report["kept_weights"] == {"step": 8, "distance": 0.05, "last_distance": 0.3}
+    assert all(torch.equal(weights[k], probe.sampled[8][k]) for k in probe.sampled[8])
+    # the final check decides which weights, never the outcome: a pass there is no early stop
+    probe = Recording([{"coverage": 0.7, "conditional_accuracy": a} for a in (0.95, 0.95, 0.95)])
+    es = EarlyStop(GATES, EarlyStopConfig(every=4, consecutive=3), lambda modality: probe)
+    summary = _fit(tmp_path / "late", dataset, es, steps=10)
+    assert probe.calls == [4, 8, 10] and es.report()["outcome"] == "ran to budget" and es.reason is None
+
+
 def test_best_weights_are_chosen_on_every_checks_own_sample_count(tmp_path, dataset):
     class FewSamples(Recording):
         lower_bounds = frozenset({"coverage"})

@@ -18,7 +18,8 @@ The final evaluation, on the scenario's full `n`, still decides PASS or FAIL.
 `keep_best`: a GAN's checks can swing by 0.3 between neighbouring checks of a fine-tune (a voice
 clone's target speaker accuracy read 0.92 at step 3,750 and 0.88 at 4,000, then 0.84 in the final
 evaluation), so its last weights are a draw from that swing. A run ends with the weights of its
-best check instead, when that check beat the last one by `min_gain` on the `distance`: the gates'
+best check instead (a run that trained on after its last check checks its final weights too), when
+that check beat the last one by `min_gain` on the `distance`: the gates'
 summed shortfalls, or, for a check that passes every gate, minus the summed amounts it passes
 them by (scaled as the margin is). A run that stopped on passing chooses among its passing checks
 (their values as the pass read them, full checks included); any other run among all its checks,
@@ -382,6 +383,12 @@ class EarlyStop(Callback):
     def on_step_end(self, trainer: Any, step: int) -> None:
         if self.probe is None or self.reason is not None or not self._due(trainer, step):
             return
+        self._check(trainer, step)
+
+    def _check(self, trainer: Any, step: int, last: bool = False) -> None:
+        """Measure the gates at `step` and record the check (`last`: the end of a run that trained
+        on after its last check, which decides nothing but which weights it ends with)."""
+        assert self.probe is not None
         t0 = time.perf_counter()
         values: dict[str, float | None] = dict(self.probe.measure(trainer, step))
         # keep_best compares every check at the same sample count: a full check's coverage would
@@ -402,9 +409,12 @@ class EarlyStop(Callback):
             self.disabled = f"gate metric(s) {', '.join(missing)} could not be measured during training"
             self.probe, self.outcome = None, "off"
             return
-        self.reason = self.tracker.observe(step, now, progress, values, full)
+        reason = self.tracker.observe(step, now, progress, values, full)
         if self.config.keep_best:
             self._keep_candidate(trainer, step, distance, values)
+        if last:
+            return
+        self.reason = reason
         if self.reason is not None:
             self.outcome = "passed" if self.reason.startswith("early stop") else "stalled"
             trainer.log_metrics(step, {"event": EVENT, "outcome": self.outcome, "reason": self.reason})
@@ -424,6 +434,10 @@ class EarlyStop(Callback):
 
     def on_train_end(self, trainer: Any) -> None:
         self.train_seconds = trainer.elapsed()
+        if self.config.keep_best and self.probe is not None and self.tracker.checks \
+                and self.tracker.checks[-1].step != trainer.step:  # fmt: skip
+            # the weights it would end with were never measured: a check of them joins the choice
+            self._check(trainer, trainer.step, last=True)
         # a run that stopped on passing ends on its best passing check's weights, any other on its best check's
         best, last = (self._best_passed, self._last_passed) if self.outcome == "passed" else \
             (self._best, self._last_distance)  # fmt: skip
