@@ -442,7 +442,7 @@ class EarlyStop(Callback):
         best, last = (self._best_passed, self._last_passed) if self.outcome == "passed" else \
             (self._best, self._last_distance)  # fmt: skip
         self._best = self._best_passed = None
-        if best is None or not self.tracker.checks:
+        if best is None:  # no check copied weights (keep_best off, or no check)
             return
         step, distance, weights = best
         if step != self.tracker.checks[-1].step and distance < last - self.config.min_gain:
