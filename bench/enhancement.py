@@ -41,9 +41,11 @@ def machine(threads: int) -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {threads} threads used, load average {load:.1f} at the start"
 
 
-def train_probe(seconds: float, work: Path, seed: int, model: dict | None = None) -> tuple[Path, Path, dict]:
+def train_probe(
+    seconds: float, work: Path, seed: int, model: dict | None = None, augment: dict | None = None
+) -> tuple[Path, Path, dict]:
     """Ingest FSDD speaker-disjoint and train the scenario's recipe for `seconds` (with `model`'s
-    settings over the preset's); (run, data, summary)."""
+    and `augment`'s settings over the preset's); (run, data, summary)."""
     import yaml
 
     from genforge.core.atomic import write_text
@@ -59,6 +61,7 @@ def train_probe(seconds: float, work: Path, seed: int, model: dict | None = None
     write_text(
         cfg_file,
         yaml.safe_dump({"model": {**sc.model.config, **(model or {})},
+                        "augment": {**sc.augment, **(augment or {})},
                         "train": {**sc.train.config, "progress": "none"}}),  # fmt: skip
     )
     trainer = build_trainer(
@@ -160,6 +163,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the probe's dataset and run here")
     ap.add_argument("--model-set", action="append", default=[], metavar="KEY=YAML",
                     help="a denoiser setting over the preset's (e.g. clean_targets=true); repeatable")  # fmt: skip
+    ap.add_argument("--augment-set", action="append", default=[], metavar="OP=YAML",
+                    help="a batch augmentation of the clean clips over the preset's (e.g. "
+                         "'speed={p: 0.8, factor: [0.85, 1.15]}'); repeatable")  # fmt: skip
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "enhancement.md")
     args = ap.parse_args()
     from genforge.core.threads import set_wait_policy
@@ -181,9 +187,11 @@ def main() -> None:
         import yaml
 
         model = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.model_set)}
-        run, data, summary = train_probe(args.train_seconds, work, args.seed, model)
+        augment = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.augment_set)}
+        run, data, summary = train_probe(args.train_seconds, work, args.seed, model, augment)
+        extra = {**model, **({"augment": augment} if augment else {})}
         lines.append(
-            f"Trained the speech-enhancement scenario's recipe{f' with {model}' if model else ''} for "
+            f"Trained the speech-enhancement scenario's recipe{f' with {extra}' if extra else ''} for "
             f"{args.train_seconds:g} s: "
             f"{summary['step']} steps ({summary['stop_reason']}; {time.perf_counter() - t0:.0f} s with the "
             f"ingest), run {run}."
