@@ -508,3 +508,46 @@ def test_gan_lr_decay_lowers_both_optimisers_lr_over_the_budget(tmp_path):
     with pytest.raises(ConfigError, match="lr decay"):
         build_trainer(tmp_path / "bad", model_name="sngan", data=data, flags={"steps": 1},
                       sets=[*sets[:5], "model.lr_decay=steep"])  # fmt: skip
+
+
+def test_noise_inputs_are_part_of_the_latent_and_add_per_pixel_detail(tmp_path):
+    # TINY at 28 px: hidden stages 7x7 and 14x14; g_noise 2 puts a map in both
+    torch.manual_seed(0)
+    cfg = SNGAN.default_config(28, 1, num_classes=2, g_noise=2, **TINY)
+    m = SNGAN(cfg)
+    assert m.generator.latent_width == 100 + 7 * 7 + 14 * 14
+    assert m.noise(3).shape == (3, 100 + 49 + 196)
+    z = m.noise(4, generator=torch.Generator().manual_seed(1))
+    m.eval()
+    same_maps = z.clone()
+    same_maps[:, 100:] = torch.randn(4, 245)
+    # the scales start at zero: the maps change nothing until training moves them
+    assert torch.equal(m.generator(z, torch.zeros(4, dtype=torch.long)),
+                       m.generator(same_maps, torch.zeros(4, dtype=torch.long)))  # fmt: skip
+    m.train()
+    for step in range(3):
+        for phase in m.phases():
+            m.training_step(phase.name, _batch(4, labels=torch.tensor([0, 1, 0, 1])), step).loss.backward()
+            with torch.no_grad():
+                for p in m.parameters():
+                    if p.grad is not None:
+                        p -= 0.05 * p.grad
+                        p.grad = None
+    assert all(float(s.detach().abs().sum()) > 0 for s in m.generator.noise_scales)
+    m.eval()
+    labels = torch.zeros(4, dtype=torch.long)
+    a, b = m.generator(z, labels), m.generator(same_maps, labels)
+    assert (a - b).abs().mean() > 1e-5  # other maps, other detail, the same z
+    save_model(m, "sngan", tmp_path, {"step": 3})
+    images, _ = load_pipeline(tmp_path).generate(4, seed=5)
+    expected = m.sample(4, generator=torch.Generator().manual_seed(5), labels=torch.arange(4) % 2)
+    assert np.array_equal(images, to_uint8(expected))  # a seed still fixes every sample
+    path = m.interpolate(3, seed_a=1, seed_b=2)
+    torch.testing.assert_close(path[0], m.generator(seeded_normal((1, 345), 1), labels[:1])[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="expected 345 values"):
+        m.generator(torch.zeros(1, 100), labels[:1])
+
+
+def test_noise_inputs_need_a_hidden_stage_to_go_in():
+    with pytest.raises(ConfigError, match="noise_stages 3"):
+        SNGAN(SNGAN.default_config(28, 1, g_noise=3, **TINY))

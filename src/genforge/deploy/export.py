@@ -48,7 +48,7 @@ class TracedCall(nn.Module):
 
 
 def _latent_spec(model: GenerativeModel, fn: Callable[..., torch.Tensor]) -> ExportSpec:
-    z = torch.zeros(2, model.config.latent_dim)
+    z = torch.zeros_like(model.noise(2))  # the latent's width, noise maps included
     inputs: tuple[torch.Tensor, ...] = (z,)
     names = ["z"]
     if model.conditional:

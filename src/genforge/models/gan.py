@@ -188,6 +188,9 @@ class GANConfig:
     # conditional only: the class ids as tuples (e.g. [digits, speakers] for digit * speakers +
     # speaker): the generator's conditional norms add a table per factor (nets/norm.py); empty = off
     class_factors: list[int] = field(default_factory=list)
+    # StyleGAN's per-pixel noise inputs in the generator's last `g_noise` hidden stages
+    # (nets/dcgan.py): fine detail that varies from sample to sample; 0 = none
+    g_noise: int = 0
     # both optimisers' lr over the run's budget (LRSchedule: constant | cosine | linear, down to
     # lr_min_ratio of the lr at the end)
     lr_decay: str = "constant"
@@ -247,6 +250,7 @@ class GAN(GenerativeModel):
             c.num_classes,
             c.upsample,
             c.class_factors,
+            c.g_noise,
         )
         self.discriminator = Discriminator(
             c.channels,
@@ -331,7 +335,7 @@ class GAN(GenerativeModel):
         return batch.labels
 
     def _generate(self, n: int, labels: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        return self.generator(torch.randn(n, self.config.latent_dim, device=device), labels)
+        return self.generator(torch.randn(n, self.generator.latent_width, device=device), labels)
 
     def _discriminator_step(self, batch: Batch, step: int) -> ModelOutput:
         real, labels = batch.images, self._labels(batch)
@@ -411,8 +415,9 @@ class GAN(GenerativeModel):
         return class_labels(labels, n, self.config.num_classes, next(self.parameters()).device)
 
     def noise(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
-        """All the randomness `sample` consumes: z ~ N(0, I), drawn on the CPU for seed stability."""
-        return torch.randn(n, self.config.latent_dim, generator=generator)
+        """All the randomness `sample` consumes: z ~ N(0, I) and any noise maps, drawn on the CPU
+        for seed stability."""
+        return torch.randn(n, self.generator.latent_width, generator=generator)
 
     @torch.no_grad()
     def sample(
@@ -435,7 +440,7 @@ class GAN(GenerativeModel):
         self, n_steps: int, seed_a: int, seed_b: int, labels: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         """Images along the latent path between the noises of two seeds (spherical interpolation)."""
-        z = interpolation_latents(self.config.latent_dim, n_steps, seed_a, seed_b)
+        z = interpolation_latents(self.generator.latent_width, n_steps, seed_a, seed_b)
         device = next(self.parameters()).device
         return self.generator(z.to(device), self._sample_labels(n_steps, 0 if labels is None else labels))
 

@@ -6,6 +6,13 @@ then stride-2 5x5 transposed convolutions, each but the last followed by batch n
 activation, ending in tanh. With widths (256, 128, 64) at 28 px that is
 z -> 7x7x256 -> 7x7x128 -> 14x14x64 -> 28x28xC. The discriminator is strided 5x5 convolutions with
 LeakyReLU and dropout, flattened into a linear logit (no sigmoid: losses take logits).
+
+`noise_stages` k > 0 adds StyleGAN's noise inputs (Karras et al. 2019) to the generator's last k
+hidden stages: one N(0, 1) value per pixel, scaled per channel by a learned weight that starts at
+zero, added to the convolution's output before its norm. They give the network a source of
+per-pixel variation that the dense layer's z, spread by upsampling, does not: fine detail that
+differs from sample to sample. The maps are part of the latent (z's first `latent_dim` values, then
+the maps row-major, stage by stage), so a sample stays a function of its latent and a seed.
 """
 
 from __future__ import annotations
@@ -66,10 +73,15 @@ class Generator(nn.Module):
         num_classes: int = 0,
         upsample: str = "transposed",
         class_factors: list[int] | None = None,
+        noise_stages: int = 0,
     ):
         super().__init__()
         if len(widths) < 2:
             raise ConfigError(f"generator widths {widths}: need at least 2 (dense width, first conv width)")
+        if not 0 <= noise_stages <= len(widths) - 1:
+            raise ConfigError(
+                f"generator noise_stages {noise_stages}: expected 0 to {len(widths) - 1} (its hidden stages)"
+            )
         self.start = check_divisible(image_size, len(widths) - 1, "generator", min_side=3)
         self.num_classes = num_classes
         self.fc = nn.Linear(latent_dim, widths[0] * self.start**2, bias=False)
@@ -86,15 +98,35 @@ class Generator(nn.Module):
         else:
             self.norms = nn.ModuleList(nn.BatchNorm2d(w) for w in normed)
         self.act = _activation(activation, leak)
+        self.latent_dim = latent_dim
+        # hidden stage i (the output of convs[i]) is start * 2**i pixels a side
+        self.noise_first = len(widths) - 1 - noise_stages
+        self.noise_sides = [self.start * 2**i for i in range(self.noise_first, len(widths) - 1)]
+        self.noise_scales = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, w, 1, 1)) for w in widths[1 + self.noise_first :]
+        )
+
+    @property
+    def latent_width(self) -> int:
+        """The values one sample's latent holds: z, then every noise map."""
+        return self.latent_dim + sum(side * side for side in self.noise_sides)
 
     def _norm(self, i: int, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.act(self.norms[i](x, labels) if self.num_classes else self.norms[i](x))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.fc(z).view(z.shape[0], -1, self.start, self.start)
+        if z.shape[-1] != self.latent_width:
+            raise ValueError(f"generator latents: expected {self.latent_width} values per sample, got {z.shape[-1]}")
+        maps = z[:, self.latent_dim :].split([side * side for side in self.noise_sides], 1) if self.noise_sides else ()
+        x = self.fc(z[:, : self.latent_dim]).view(z.shape[0], -1, self.start, self.start)
         x = self._norm(0, x, labels)
         for i, conv in enumerate(self.convs[:-1]):
-            x = self._norm(i + 1, conv(x), labels)
+            x = conv(x)
+            if i >= self.noise_first:
+                k = i - self.noise_first
+                side = self.noise_sides[k]
+                x = x + self.noise_scales[k] * maps[k].unflatten(1, (1, side, side)).to(x.dtype)
+            x = self._norm(i + 1, x, labels)
         return torch.tanh(self.convs[-1](x))
 
 
