@@ -513,7 +513,7 @@ def test_gan_lr_decay_lowers_both_optimisers_lr_over_the_budget(tmp_path):
 def test_noise_inputs_are_part_of_the_latent_and_add_per_pixel_detail(tmp_path):
     # TINY at 28 px: hidden stages 7x7 and 14x14; g_noise 2 puts a map in both
     torch.manual_seed(0)
-    cfg = SNGAN.default_config(28, 1, num_classes=2, g_noise=2, **TINY)
+    cfg = SNGAN.default_config(28, 1, num_classes=2, g_noise=2, g_noise_init=0.0, **TINY)
     m = SNGAN(cfg)
     assert m.generator.latent_width == 100 + 7 * 7 + 14 * 14
     assert m.noise(3).shape == (3, 100 + 49 + 196)
@@ -521,7 +521,7 @@ def test_noise_inputs_are_part_of_the_latent_and_add_per_pixel_detail(tmp_path):
     m.eval()
     same_maps = z.clone()
     same_maps[:, 100:] = torch.randn(4, 245)
-    # the scales start at zero: the maps change nothing until training moves them
+    # scales at zero: the maps change nothing until training moves them
     assert torch.equal(m.generator(z, torch.zeros(4, dtype=torch.long)),
                        m.generator(same_maps, torch.zeros(4, dtype=torch.long)))  # fmt: skip
     m.train()
@@ -546,6 +546,13 @@ def test_noise_inputs_are_part_of_the_latent_and_add_per_pixel_detail(tmp_path):
     torch.testing.assert_close(path[0], m.generator(seeded_normal((1, 345), 1), labels[:1])[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="expected 345 values"):
         m.generator(torch.zeros(1, 100), labels[:1])
+
+
+def test_noise_inputs_vary_the_samples_from_the_start_by_default():
+    m = SNGAN(SNGAN.default_config(28, 1, g_noise=1, **TINY)).eval()
+    z = m.noise(2, generator=torch.Generator().manual_seed(3))
+    other = torch.cat([z[:, :100], torch.randn(2, 196)], 1)
+    assert (m.generator(z) - m.generator(other)).abs().mean() > 1e-3
 
 
 def test_noise_inputs_need_a_hidden_stage_to_go_in():

@@ -189,8 +189,10 @@ class GANConfig:
     # speaker): the generator's conditional norms add a table per factor (nets/norm.py); empty = off
     class_factors: list[int] = field(default_factory=list)
     # StyleGAN's per-pixel noise inputs in the generator's last `g_noise` hidden stages
-    # (nets/dcgan.py): fine detail that varies from sample to sample; 0 = none
+    # (nets/dcgan.py): fine detail that varies from sample to sample; 0 = none. Their per-channel
+    # scales start at `g_noise_init`: from zero the generator never took them up
     g_noise: int = 0
+    g_noise_init: float = 0.1
     # both optimisers' lr over the run's budget (LRSchedule: constant | cosine | linear, down to
     # lr_min_ratio of the lr at the end)
     lr_decay: str = "constant"
@@ -251,6 +253,7 @@ class GAN(GenerativeModel):
             c.upsample,
             c.class_factors,
             c.g_noise,
+            c.g_noise_init,
         )
         self.discriminator = Discriminator(
             c.channels,

@@ -9,7 +9,7 @@ LeakyReLU and dropout, flattened into a linear logit (no sigmoid: losses take lo
 
 `noise_stages` k > 0 adds StyleGAN's noise inputs (Karras et al. 2019) to the generator's last k
 hidden stages: one N(0, 1) value per pixel, scaled per channel by a learned weight that starts at
-zero, added to the convolution's output before its norm. They give the network a source of
+`noise_init`, added to the convolution's output before its norm. They give the network a source of
 per-pixel variation that the dense layer's z, spread by upsampling, does not: fine detail that
 differs from sample to sample. The maps are part of the latent (z's first `latent_dim` values, then
 the maps row-major, stage by stage), so a sample stays a function of its latent and a seed.
@@ -74,6 +74,7 @@ class Generator(nn.Module):
         upsample: str = "transposed",
         class_factors: list[int] | None = None,
         noise_stages: int = 0,
+        noise_init: float = 0.0,
     ):
         super().__init__()
         if len(widths) < 2:
@@ -103,7 +104,7 @@ class Generator(nn.Module):
         self.noise_first = len(widths) - 1 - noise_stages
         self.noise_sides = [self.start * 2**i for i in range(self.noise_first, len(widths) - 1)]
         self.noise_scales = nn.ParameterList(
-            nn.Parameter(torch.zeros(1, w, 1, 1)) for w in widths[1 + self.noise_first :]
+            nn.Parameter(torch.full((1, w, 1, 1), float(noise_init))) for w in widths[1 + self.noise_first :]
         )
 
     @property
