@@ -38,9 +38,10 @@ METRICS = ("conditional_accuracy", "speaker_accuracy", "precision", "coverage", 
 
 
 def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None, n: int,
-                  batch_size: int | None = None) -> Path:
+                  batch_size: int | None = None, model_set: list[str] | None = None) -> Path:
     """The spoken-digits preset with `family` as its model and this budget (gates unchanged);
-    `batch_size` over the preset's, when given."""
+    `batch_size` over the preset's, when given; `model_set` items "a.b=YAML" set model settings
+    (e.g. "inner_config.g_noise=0")."""
     import yaml
 
     from genforge.core.config import to_dict
@@ -48,6 +49,13 @@ def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None
 
     sc = to_dict(load_scenario("spoken-digits"))
     sc["model"] = {"name": family, "conditional": True}  # each family's own defaults
+    for item in model_set or []:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = sc["model"].setdefault("config", {})
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     sc["train"]["max_time"], sc["train"]["steps"] = budget, steps
     # the goal is measured after the whole budget: no stopping early once the scenario's gates pass
     sc["train"]["early_stop"]["enabled"] = False
@@ -63,7 +71,7 @@ def run_family(work: Path, family: str, args: argparse.Namespace) -> dict:
     run = work / family
     shutil.rmtree(run, ignore_errors=True)
     scenario = scenario_copy(work, family, None if args.steps else args.budget, args.steps, args.n,
-                             args.batch_size)
+                             args.batch_size, args.model_set)
     log = work / f"{family}.log"
     env = thread_environment(OMP_NUM_THREADS=str(args.threads))
     code, wall = run_logged(
@@ -112,6 +120,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     budget = f"{args.steps} steps" if args.steps else f"{args.budget} of training"
     if args.batch_size:
         budget += f"; batch {args.batch_size}"
+    if args.model_set:
+        budget += f"; {', '.join(args.model_set)}"
     command = " ".join([".venv/bin/python", "bench/audio_quality.py", *sys.argv[1:]])
     lines = [
         "# Audio: spoken-digit quality per family at one budget",
@@ -141,6 +151,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="a step budget instead of --budget")
     ap.add_argument("--n", type=int, default=500, help="generated clips per evaluation")
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the preset's)")
+    ap.add_argument("--model-set", action="append", default=[], metavar="KEY=YAML",
+                    help="a model setting over the family's defaults, e.g. inner_config.g_noise=0; repeatable")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "audio_quality.md"))
