@@ -190,7 +190,9 @@ class GANConfig:
     class_factors: list[int] = field(default_factory=list)
     # StyleGAN's per-pixel noise inputs in the generator's last `g_noise` hidden stages
     # (nets/dcgan.py): fine detail that varies from sample to sample; 0 = none. Their per-channel
-    # scales start at `g_noise_init`: from zero the generator never took them up
+    # scales start at `g_noise_init`. On mel-sngan's log-mel images (three seeds, 5 minutes) they
+    # moved FAD by -2.5%, within the seeds' 1.4x spread, and training shrank the scales to ~0.001
+    # from 0.1 (from zero it never raised them): off by default (bench/results/audio_quality.md)
     g_noise: int = 0
     g_noise_init: float = 0.1
     # both optimisers' lr over the run's budget (LRSchedule: constant | cosine | linear, down to
