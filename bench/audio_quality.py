@@ -46,16 +46,12 @@ def scenario_copy(work: Path, family: str, budget: str | None, steps: int | None
 
     from genforge.core.config import to_dict
     from genforge.scenarios.schema import load_scenario
+    from genforge.train.launch import parse_sets
 
     sc = to_dict(load_scenario("spoken-digits"))
     sc["model"] = {"name": family, "conditional": True}  # each family's own defaults
-    for item in model_set or []:
-        key, _, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        node = sc["model"].setdefault("config", {})
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+    if model_set:
+        sc["model"]["config"] = parse_sets([f"model.{item}" for item in model_set])["model"]
     sc["train"]["max_time"], sc["train"]["steps"] = budget, steps
     # the goal is measured after the whole budget: no stopping early once the scenario's gates pass
     sc["train"]["early_stop"]["enabled"] = False

@@ -184,10 +184,10 @@ def main() -> None:
         work = args.keep or Path(tempfile.mkdtemp(prefix="genforge-enhance-"))
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        import yaml
+        from genforge.train.launch import parse_sets
 
-        model = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.model_set)}
-        augment = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.augment_set)}
+        sets = parse_sets([f"model.{item}" for item in args.model_set] + [f"augment.{item}" for item in args.augment_set])
+        model, augment = sets.get("model", {}), sets.get("augment", {})
         run, data, summary = train_probe(args.train_seconds, work, args.seed, model, augment)
         extra = {**model, **({"augment": augment} if augment else {})}
         lines.append(
