@@ -519,11 +519,11 @@ def test_noise_inputs_are_part_of_the_latent_and_add_per_pixel_detail(tmp_path):
     assert m.noise(3).shape == (3, 100 + 49 + 196)
     z = m.noise(4, generator=torch.Generator().manual_seed(1))
     m.eval()
-    same_maps = z.clone()
-    same_maps[:, 100:] = torch.randn(4, 245)
+    other_maps = z.clone()
+    other_maps[:, 100:] = torch.randn(4, 245)
     # scales at zero: the maps change nothing until training moves them
     assert torch.equal(m.generator(z, torch.zeros(4, dtype=torch.long)),
-                       m.generator(same_maps, torch.zeros(4, dtype=torch.long)))  # fmt: skip
+                       m.generator(other_maps, torch.zeros(4, dtype=torch.long)))  # fmt: skip
     m.train()
     for step in range(3):
         for phase in m.phases():
@@ -536,7 +536,7 @@ def test_noise_inputs_are_part_of_the_latent_and_add_per_pixel_detail(tmp_path):
     assert all(float(s.detach().abs().sum()) > 0 for s in m.generator.noise_scales)
     m.eval()
     labels = torch.zeros(4, dtype=torch.long)
-    a, b = m.generator(z, labels), m.generator(same_maps, labels)
+    a, b = m.generator(z, labels), m.generator(other_maps, labels)
     assert (a - b).abs().mean() > 1e-5  # other maps, other detail, the same z
     save_model(m, "sngan", tmp_path, {"step": 3})
     images, _ = load_pipeline(tmp_path).generate(4, seed=5)

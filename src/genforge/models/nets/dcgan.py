@@ -74,7 +74,7 @@ class Generator(nn.Module):
         upsample: str = "transposed",
         class_factors: list[int] | None = None,
         noise_stages: int = 0,
-        noise_init: float = 0.0,
+        noise_init: float = 0.1,
     ):
         super().__init__()
         if len(widths) < 2:
@@ -103,6 +103,7 @@ class Generator(nn.Module):
         # hidden stage i (the output of convs[i]) is start * 2**i pixels a side
         self.noise_first = len(widths) - 1 - noise_stages
         self.noise_sides = [self.start * 2**i for i in range(self.noise_first, len(widths) - 1)]
+        self.noise_sizes = [side * side for side in self.noise_sides]  # each map's values in the latent
         self.noise_scales = nn.ParameterList(
             nn.Parameter(torch.full((1, w, 1, 1), float(noise_init))) for w in widths[1 + self.noise_first :]
         )
@@ -110,7 +111,7 @@ class Generator(nn.Module):
     @property
     def latent_width(self) -> int:
         """The values one sample's latent holds: z, then every noise map."""
-        return self.latent_dim + sum(side * side for side in self.noise_sides)
+        return self.latent_dim + sum(self.noise_sizes)
 
     def _norm(self, i: int, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.act(self.norms[i](x, labels) if self.num_classes else self.norms[i](x))
@@ -118,7 +119,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if z.shape[-1] != self.latent_width:
             raise ValueError(f"generator latents: expected {self.latent_width} values per sample, got {z.shape[-1]}")
-        maps = z[:, self.latent_dim :].split([side * side for side in self.noise_sides], 1) if self.noise_sides else ()
+        maps = z[:, self.latent_dim :].split(self.noise_sizes, 1) if self.noise_sizes else ()
         x = self.fc(z[:, : self.latent_dim]).view(z.shape[0], -1, self.start, self.start)
         x = self._norm(0, x, labels)
         for i, conv in enumerate(self.convs[:-1]):
