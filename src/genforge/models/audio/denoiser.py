@@ -133,6 +133,11 @@ class DenoiserConfig:
     # mask from it and the noisy log magnitude, bin by bin (0: none); dilated along frequency so
     # it spans a voice's harmonic spacing, which the 1-D blocks see only through `hidden` channels
     refine: int = 0
+    # a complex filter over this many neighbouring frames on each side of each bin (deep
+    # filtering, DeepFilterNet: Schroeter et al. 2022) beside the complex mask, which sees one
+    # frame alone: a linear estimate from 2k + 1 frames can rebuild speech a single-frame mask
+    # can only scale (0: the mask alone)
+    deep_filter: int = 0
     # wave
     channels: int = 32  # first encoder layer; doubles per layer
     depth: int = 4
@@ -195,11 +200,13 @@ class DenoiserConfig:
                 self.lstm,
                 self.warmup_steps,
                 self.refine,
+                self.deep_filter,
             )
             < 0
         ):
             raise ConfigError(
-                "denoiser: si_sdr_weight, compressed_weight, crop, lstm, warmup_steps and refine must be >= 0"
+                "denoiser: si_sdr_weight, compressed_weight, crop, lstm, warmup_steps, refine and deep_filter must "
+                "be >= 0"
             )
         if not 0 <= self.join_gap[0] <= self.join_gap[1]:
             raise ConfigError(
@@ -207,6 +214,8 @@ class DenoiserConfig:
             )
         if self.refine and self.mask != "complex":
             raise ConfigError("denoiser.refine: the 2-D refiner works on the complex mask (mask: complex)")
+        if self.deep_filter and self.mask != "complex":
+            raise ConfigError("denoiser.deep_filter: the filter's taps are complex (mask: complex)")
         if self.atten_limit_db is not None and not self.atten_limit_db > 0:
             raise ConfigError(
                 f"denoiser.atten_limit_db: expected a limit > 0 dB (or null for none), got {self.atten_limit_db}"
@@ -274,6 +283,21 @@ class _Refiner(nn.Module):
         return self.net(x)
 
 
+def _bounded(re: torch.Tensor, im: torch.Tensor, limit: float) -> torch.Tensor:
+    """The complex value re + i im with its magnitude squashed below `limit` (a tanh bound)."""
+    mag = torch.sqrt(re * re + im * im + 1e-12)
+    return torch.complex(re, im) * (limit * torch.tanh(mag / limit) / mag)
+
+
+def _shifted(spec: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, bins, frames) with frame t holding frame t + k of `spec` (zeros past either end)."""
+    frames = spec.shape[-1]
+    if abs(k) >= frames:
+        return torch.zeros_like(spec)
+    zeros = spec.new_zeros(spec.shape[:-1] + (abs(k),))
+    return torch.cat([spec[..., k:], zeros], -1) if k > 0 else torch.cat([zeros, spec[..., :k]], -1)
+
+
 class MaskNet(nn.Module):
     """(B, T) noisy waves -> (B, T) enhanced, through a mask on the STFT."""
 
@@ -291,6 +315,13 @@ class MaskNet(nn.Module):
             _FrameNorm(c.hidden), nn.Conv1d(c.hidden, bins * (2 if self.complex else 1), 1)
         )
         self.refine = _Refiner(c.refine) if c.refine else None
+        # the neighbouring frames' taps: a head beside the mask's on the same normalised features,
+        # zero-initialised so that training starts from the mask alone
+        self.offsets = [k for k in range(-c.deep_filter, c.deep_filter + 1) if k]
+        self.taps = nn.Conv1d(c.hidden, bins * 2 * len(self.offsets), 1) if self.offsets else None
+        if self.taps is not None:
+            nn.init.zeros_(self.taps.weight)
+            nn.init.zeros_(self.taps.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[-1]
@@ -302,17 +333,20 @@ class MaskNet(nn.Module):
         if self.phase_input:
             unit = spec / magnitude.clamp_min(1e-8)
             feats = torch.cat([feats, unit.real, unit.imag], 1)
-        h = self.out(self.blocks(self.inp(feats))).float()  # the mask and the STFT in fp32 under autocast
-        if self.complex:
-            re, im = h.chunk(2, 1)
-            if self.refine is not None:
-                delta = self.refine(torch.stack([log_magnitude, re, im], 1)).float()
-                re, im = re + delta[:, 0], im + delta[:, 1]
-            mag = torch.sqrt(re * re + im * im + 1e-12)
-            mask = torch.complex(re, im) * (self.limit * torch.tanh(mag / self.limit) / mag)  # |M| < limit
-        else:
-            mask = torch.sigmoid(h)
-        return istft(spec * mask, self.stft_cfg, length + pad)[..., :length]
+        z = self.out[0](self.blocks(self.inp(feats)))
+        h = self.out[1](z).float()  # the mask and the STFT in fp32 under autocast
+        if not self.complex:
+            return istft(spec * torch.sigmoid(h), self.stft_cfg, length + pad)[..., :length]
+        re, im = h.chunk(2, 1)
+        if self.refine is not None:
+            delta = self.refine(torch.stack([log_magnitude, re, im], 1)).float()
+            re, im = re + delta[:, 0], im + delta[:, 1]
+        out = spec * _bounded(re, im, self.limit)  # |M| < limit
+        if self.taps is not None:
+            taps = self.taps(z).float().unflatten(1, (len(self.offsets), 2, spec.shape[1]))
+            for j, k in enumerate(self.offsets):
+                out = out + _shifted(spec, k) * _bounded(taps[:, j, 0], taps[:, j, 1], self.limit)
+        return istft(out, self.stft_cfg, length + pad)[..., :length]
 
 
 class WaveUNet(nn.Module):
