@@ -78,6 +78,12 @@ retraining), on the same trained 64 ms runs, PESQ gain at 5 dB (mean of white, p
 theo +0.46 -> +0.56; SI-SDR within 0.2 dB, STOI up or tied. At 10 dB it cost nicolas 0.23-0.26 of
 PESQ gain on white and pink. The scenario uses it; off by default.
 
+Session 30, `deep_filter: 2` (complex taps on the two frames either side of each bin beside the
+mask, DeepFilterNet's filter) on dev voice nicolas at 600 s on 2 threads, against the preset in the
+same session: SI-SDR gain +7.5 / +7.0 / +3.2 against +7.6 / +7.3 / +3.3 dB, PESQ gain 0.22-0.37
+lower, 17% fewer steps. At a 64 ms window with a 16 ms hop the frames overlap by 75% and the bins
+are 15.6 Hz apart already. Off by default.
+
 Loss: multi-resolution STFT magnitude loss (spectral convergence + log-magnitude L1, Yamamoto et
 al. 2020) plus `si_sdr_weight` x the negative SI-SDR of the estimate, plus `compressed_weight` x
 an MSE of power-law compressed spectra (`compressed_loss`). The lr follows `lr_decay` over the
