@@ -558,3 +558,35 @@ def test_noise_inputs_vary_the_samples_from_the_start_by_default():
 def test_noise_inputs_need_a_hidden_stage_to_go_in():
     with pytest.raises(ConfigError, match="noise_stages 3"):
         SNGAN(SNGAN.default_config(28, 1, g_noise=3, **TINY))
+
+
+def test_local_head_judges_each_patch_and_weighs_it_as_the_global_logit():
+    """`d_local: k` adds a logit per position of D's k-th stage map beside the global one: D
+    returns (n, 2P), the global logit repeated P times then the patches', so a loss's mean weighs
+    the two halves equally; each patch logit depends only on its receptive field; the hinge loss
+    and the gradient penalty take them as they are; a stage D lacks is refused."""
+    torch.manual_seed(0)
+    m = SNGAN(SNGAN.default_config(28, 1, num_classes=3, d_local=1, **TINY))
+    d = m.discriminator
+    x, labels = _batch(4).images, torch.tensor([0, 1, 2, 0])
+    d.eval()  # spectral norm's power iteration runs in training forwards only
+    logits = d(x, labels)
+    assert logits.shape == (4, 2 * 14 * 14)  # stage 1 of a 28x28 input: a 14x14 map
+    torch.testing.assert_close(logits[:, :196], logits[:, :1].expand(4, 196))
+    plain = SNGAN(SNGAN.default_config(28, 1, num_classes=3, **TINY)).discriminator
+    plain.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("local.")})
+    plain.eval()
+    torch.testing.assert_close(logits[:, 0], plain(x, labels))  # the global logit is the plain D's
+    # a change in the image's top-left corner moves the patches over it, not those far away
+    y = x.clone()
+    y[:, :, :3, :3] += 0.5
+    moved = (d(y, labels)[:, 196:] - logits[:, 196:]).abs().view(4, 14, 14)
+    assert float(moved[:, :3, :3].amax()) > 1e-4 and float(moved[:, 6:, 6:].amax()) == 0.0
+    d.train()
+    out = m.training_step("discriminator", Batch(x, labels), 0)
+    out.loss.backward()
+    assert d.local.parametrizations.weight.original.grad.abs().sum() > 0
+    gp = gradient_penalty(d, x, _batch(4, seed=1).images, labels)
+    assert torch.isfinite(gp) and gp.requires_grad
+    with pytest.raises(ConfigError, match="d_local"):
+        SNGAN.default_config(28, 1, d_local=3, **TINY)

@@ -81,7 +81,8 @@ def gradient_penalty(
         eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     # under autocast the fakes come out of the generator in bf16/fp16 while real images are fp32
     x = torch.lerp(fake.detach().to(real.dtype), real.detach(), eps).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x, labels).sum(), x, create_graph=True)
+    # a critic with patch logits (n, 2P) is judged by their mean per sample, as its loss weighs them
+    (grad,) = torch.autograd.grad(critic(x, labels).reshape(len(x), -1).mean(1).sum(), x, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
 
 
@@ -162,6 +163,9 @@ class GANConfig:
     leak: float = 0.2
     d_dropout: float = 0.3
     d_norm: Literal["none", "batch", "layer"] = "none"
+    # D's stage (1 = the first) whose feature map also gets a real/fake logit per position, a
+    # PatchGAN-style local judge beside the global one, weighted equally in the loss (0: none)
+    d_local: int = 0
     spectral_norm: bool = False
     loss: str = "bce"  # a GAN_LOSSES name
     gp_weight: float = 0.0
@@ -217,6 +221,9 @@ class GANConfig:
             raise ConfigError("gan: num_classes and gp_weight must be >= 0 and d_dropout in [0, 1)")
         if not self.d_widths:
             raise ConfigError("gan.d_widths: need at least one discriminator layer")
+        if not 0 <= self.d_local <= len(self.d_widths):
+            raise ConfigError(f"gan.d_local: a discriminator stage 1 to {len(self.d_widths)} (or 0: none), "
+                              f"got {self.d_local}")  # fmt: skip
         if self.update == "simultaneous" and self.n_critic != 1:
             raise ConfigError(
                 f"gan.update: simultaneous updates take one D and one G gradient per step; n_critic is {self.n_critic}"
@@ -267,6 +274,7 @@ class GAN(GenerativeModel):
             c.d_norm,
             c.spectral_norm,
             c.num_classes,
+            c.d_local,
         )
         initialise(self.generator, c.init)
         initialise(self.discriminator, c.init)

@@ -147,11 +147,15 @@ class Discriminator(nn.Module):
         norm: str = "none",
         spectral: bool = False,
         num_classes: int = 0,
+        local_stage: int = 0,
     ):
         super().__init__()
+        if not 0 <= local_stage <= len(widths):
+            raise ConfigError(f"discriminator local_stage {local_stage}: expected 0 to {len(widths)} (its stages)")
         wrap = spectral_norm if spectral else (lambda m: m)
         layers: list[nn.Module] = []
         c_in, size = channels, image_size
+        self.local_end = 0  # layers of `features` up to the local stage's output
         for i, w in enumerate(widths):
             layers.append(wrap(nn.Conv2d(c_in, w, kernel, stride=2, padding=kernel // 2)))
             # never normalise the first layer's output (DCGAN); "layer" is the critic-safe choice
@@ -164,18 +168,35 @@ class Discriminator(nn.Module):
             if dropout > 0:
                 layers.append(Dropout(dropout))
             c_in, size = w, (size + 1) // 2
+            if i + 1 == local_stage:
+                self.local_end = len(layers)
         self.features = nn.Sequential(*layers)
+        # a PatchGAN-style head: one real/fake logit per position of that stage's feature map,
+        # each judging the patch its receptive field covers (the fine texture a global logit
+        # over the last, coarsest map weighs little)
+        self.local = wrap(nn.Conv2d(widths[local_stage - 1], 1, 1)) if local_stage else None
         n_features = c_in * size * size
         self.head = wrap(nn.Linear(n_features, 1))
         self.embed = wrap(nn.Embedding(num_classes, n_features)) if num_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, classes: bool = False) -> Any:
         """Real/fake logits (n,); with `classes`, also class logits (n, num_classes): the
-        features against every row of the projection table (its rows read as class prototypes)."""
-        h = self.features(x).flatten(1)
+        features against every row of the projection table (its rows read as class prototypes).
+        With a local head the logits are (n, 2P): the global logit repeated P times beside the P
+        patch logits, so that a loss's mean over them weighs the two halves equally."""
+        patches = None
+        if self.local is None:
+            h = self.features(x)
+        else:
+            h = self.features[: self.local_end](x)
+            patches = self.local(h).flatten(1)
+            h = self.features[self.local_end :](h)
+        h = h.flatten(1)
         logits = self.head(h).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * h).sum(1)
+        if patches is not None:
+            logits = torch.cat([logits[:, None].expand_as(patches), patches], 1)
         if classes:
             if self.embed is None:
                 raise ValueError("class logits need a conditional discriminator (num_classes > 0)")
