@@ -339,6 +339,7 @@ class MaskNet(nn.Module):
         if self.phase_input:
             unit = spec / magnitude.clamp_min(1e-8)
             feats = torch.cat([feats, unit.real, unit.imag], 1)
+        # self.out is (norm, mask conv): the taps read the same normalised features as the mask
         z = self.out[0](self.blocks(self.inp(feats)))
         h = self.out[1](z).float()  # the mask and the STFT in fp32 under autocast
         if not self.complex:
