@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from genforge.core.threads import configure
 from genforge.data.canonical import open_dataset
@@ -47,7 +46,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     configure(args.threads)
-    torch.manual_seed(args.seed)
     pipe = load_pipeline(args.run)
     dataset = open_dataset(args.data)
     cfg = EnhanceEvalConfig(

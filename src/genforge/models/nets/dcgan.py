@@ -147,11 +147,9 @@ class Discriminator(nn.Module):
         norm: str = "none",
         spectral: bool = False,
         num_classes: int = 0,
-        local_stage: int = 0,
+        local_stage: int = 0,  # 0 (none) or 1..len(widths), checked by GANConfig.d_local
     ):
         super().__init__()
-        if not 0 <= local_stage <= len(widths):
-            raise ConfigError(f"discriminator local_stage {local_stage}: expected 0 to {len(widths)} (its stages)")
         wrap = spectral_norm if spectral else (lambda m: m)
         layers: list[nn.Module] = []
         c_in, size = channels, image_size
