@@ -560,6 +560,51 @@ def test_noise_inputs_need_a_hidden_stage_to_go_in():
         SNGAN(SNGAN.default_config(28, 1, g_noise=3, **TINY))
 
 
+@pytest.mark.parametrize("norm", ["layer", "pixel"])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_per_sample_generator_norms_use_no_batch_statistics(tmp_path, norm, num_classes):
+    """`g_norm: layer | pixel`: a sample is the same function of its latent in training and
+    sampling, alone or in any batch (batch norm is neither), and the family trains and reloads."""
+    torch.manual_seed(0)
+    m = SNGAN(SNGAN.default_config(28, 1, num_classes=num_classes, g_norm=norm, **TINY))
+    assert not any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.generator.modules())
+    z = m.noise(5, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 0, 1]) if num_classes else None
+    with torch.no_grad():
+        m.train()
+        batch_out = m.generator(z, labels)
+        m.eval()
+        one = m.generator(z[:1], None if labels is None else labels[:1])
+    torch.testing.assert_close(one, batch_out[:1], atol=1e-5, rtol=1e-5)
+    m.train()
+    for step in range(2):
+        for phase in m.phases():
+            m.training_step(phase.name, _batch(4, labels=torch.tensor([0, 1, 2, 0]) if num_classes else None),
+                            step).loss.backward()  # fmt: skip
+            with torch.no_grad():
+                for p in m.parameters():
+                    if p.grad is not None:
+                        assert torch.isfinite(p.grad).all()
+                        p -= 0.05 * p.grad
+                        p.grad = None
+    m.eval()
+    save_model(m, "sngan", tmp_path, {"step": 2})
+    images, _ = load_pipeline(tmp_path).generate(3, seed=5)
+    expected = m.sample(3, generator=torch.Generator().manual_seed(5),
+                        labels=torch.arange(3) % 3 if num_classes else None)  # fmt: skip
+    assert np.array_equal(images, to_uint8(expected))
+
+
+def test_batch_statistics_are_the_default_generator_norm():
+    m = SNGAN(SNGAN.default_config(28, 1, num_classes=2, **TINY)).train()
+    z = m.noise(4, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        assert (m.generator(z, labels)[:1] - m.generator(z[:1].repeat(4, 1), labels[:1].repeat(4))[:1]).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="unknown generator norm 'instance'; known: batch, layer, pixel"):
+        SNGAN.default_config(28, 1, g_norm="instance", **TINY)
+
+
 def test_local_head_judges_each_patch_and_weighs_it_as_the_global_logit():
     """`d_local: k` adds a logit per position of D's k-th stage map beside the global one: D
     returns (n, 2P), the global logit repeated P times then the patches', so a loss's mean weighs

@@ -87,13 +87,13 @@ def runs(tmp_path_factory) -> Path:
 
 
 def test_factored_conditional_norm_starts_as_the_joint_one_and_shares_a_speaker_row():
-    from genforge.models.nets.norm import ConditionalBatchNorm2d, factor_indices
+    from genforge.models.nets.norm import ConditionalNorm2d, factor_indices
 
     labels = torch.arange(12)  # digit * 4 + speaker, 3 digits x 4 speakers
     digit, speaker = factor_indices(labels, [3, 4])
     assert torch.equal(digit, labels // 4) and torch.equal(speaker, labels % 4)
     torch.manual_seed(0)
-    joint, factored = ConditionalBatchNorm2d(5, 12).eval(), ConditionalBatchNorm2d(5, 12, [3, 4]).eval()
+    joint, factored = ConditionalNorm2d(5, 12).eval(), ConditionalNorm2d(5, 12, [3, 4]).eval()
     x = torch.randn(12, 5, 2, 2)
     assert torch.equal(joint(x, labels), factored(x, labels))  # factor tables start at zero
     with torch.no_grad():

@@ -31,6 +31,7 @@ from genforge.models.nets.conv import stage_widths
 from genforge.models.nets.dcgan import Discriminator, Generator
 from genforge.models.nets.init import initialise
 from genforge.models.nets.latent import class_labels, interpolation_latents
+from genforge.models.nets.norm import GENERATOR_NORMS
 from genforge.models.registry import MODELS
 
 
@@ -199,6 +200,9 @@ class GANConfig:
     # from 0.1 (from zero it never raised them): off by default (bench/results/audio_quality.md)
     g_noise: int = 0
     g_noise_init: float = 0.1
+    # what the generator normalises its hidden maps with (nets/norm.py's GENERATOR_NORMS): batch
+    # (running statistics when sampling), or layer / pixel, per sample, no batch statistics
+    g_norm: str = "batch"
     # both optimisers' lr over the run's budget (LRSchedule: constant | cosine | linear, down to
     # lr_min_ratio of the lr at the end)
     lr_decay: str = "constant"
@@ -206,6 +210,7 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         GAN_LOSSES.get(self.loss)
+        GENERATOR_NORMS.get(self.g_norm)
         if self.class_factors and (math.prod(self.class_factors) != self.num_classes
                                    or min(self.class_factors) < 1):  # fmt: skip
             raise ConfigError(f"gan.class_factors: positive numbers whose product is num_classes "
@@ -263,6 +268,7 @@ class GAN(GenerativeModel):
             c.class_factors,
             c.g_noise,
             c.g_noise_init,
+            c.g_norm,
         )
         self.discriminator = Discriminator(
             c.channels,

@@ -2,8 +2,8 @@
 
 The generator is the TensorFlow DCGAN tutorial's (which the seed article means): a bias-free dense
 layer to `widths[0]` maps at the start size, a stride-1 5x5 transposed convolution to `widths[1]`,
-then stride-2 5x5 transposed convolutions, each but the last followed by batch norm and the
-activation, ending in tanh. With widths (256, 128, 64) at 28 px that is
+then stride-2 5x5 transposed convolutions, each but the last followed by a norm (batch norm unless
+`norm` names another of nets/norm.py's) and the activation, ending in tanh. With widths (256, 128, 64) at 28 px that is
 z -> 7x7x256 -> 7x7x128 -> 14x14x64 -> 28x28xC. The discriminator is strided 5x5 convolutions with
 LeakyReLU and dropout, flattened into a linear logit (no sigmoid: losses take logits).
 
@@ -25,12 +25,12 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genforge.core.errors import ConfigError
 from genforge.models.nets.conv import check_divisible
-from genforge.models.nets.norm import ConditionalBatchNorm2d
+from genforge.models.nets.norm import GENERATOR_NORMS, ConditionalNorm2d
 from genforge.models.nets.upsample import upsample_conv
 
 
 def _activation(name: str, leak: float) -> nn.Module:
-    # in place: the preceding batch norm does not need its output for its backward
+    # in place: the preceding norm's affine map does not need its output for its backward
     return nn.LeakyReLU(leak, inplace=True) if name == "leaky_relu" else nn.ReLU(inplace=True)
 
 
@@ -75,6 +75,7 @@ class Generator(nn.Module):
         class_factors: list[int] | None = None,
         noise_stages: int = 0,
         noise_init: float = 0.1,
+        norm: str = "batch",
     ):
         super().__init__()
         if len(widths) < 2:
@@ -93,11 +94,11 @@ class Generator(nn.Module):
             for c_in, c_out in zip(widths[1:], outs, strict=True)
         ]
         self.convs = nn.ModuleList(convs)
-        normed = widths[:]  # batch norm after the dense layer and after every conv but the last
+        normed = widths[:]  # a norm after the dense layer and after every conv but the last
         if num_classes:
-            self.norms = nn.ModuleList(ConditionalBatchNorm2d(w, num_classes, class_factors) for w in normed)
+            self.norms = nn.ModuleList(ConditionalNorm2d(w, num_classes, class_factors, norm) for w in normed)
         else:
-            self.norms = nn.ModuleList(nn.BatchNorm2d(w) for w in normed)
+            self.norms = nn.ModuleList(GENERATOR_NORMS.get(norm)(w, True) for w in normed)
         self.act = _activation(activation, leak)
         self.latent_dim = latent_dim
         # hidden stage i (the output of convs[i]) is start * 2**i pixels a side
