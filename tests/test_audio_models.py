@@ -112,6 +112,22 @@ def test_spectral_model_holds_the_inner_models_weights():
         build_model("mel-vae", dict(m.config.__dict__, inner="diffwave"))
 
 
+def test_mel_sngan_generator_norm_defaults_to_layer_and_older_runs_keep_batch_norm():
+    from genforge.scenarios.schema import load_scenario
+
+    def batch_norms(model):
+        return sum(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in model.inner_model.generator.modules())
+
+    m = _model("mel-sngan")
+    assert m.config.inner_config["g_norm"] == "layer" and batch_norms(m) == 0
+    # a model.json written before g_norm existed rebuilds the batch-norm generator it trained
+    older = dict(m.config.__dict__, inner_config={k: v for k, v in m.config.inner_config.items() if k != "g_norm"})
+    assert batch_norms(build_model("mel-sngan", older)) > 0
+    # the voice-clone scenario keeps batch norm (the adaptation measured better with it)
+    pinned = load_scenario("voice-clone").model.config["inner_config"]
+    assert batch_norms(_model("mel-sngan", inner_config={**TINY["mel-sngan"]["inner_config"], **pinned})) > 0
+
+
 # --- 1-D blocks --------------------------------------------------------------------------------
 
 

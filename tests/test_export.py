@@ -90,6 +90,9 @@ def test_toy_onnx_matches_torch(tmp_path, name, config):
         ("cgan", {"num_classes": 3, "g_widths": [32, 16, 8], "d_widths": [8, 16], "latent_dim": 8}),
         # noise inputs: the latent input carries the maps (8 + 7 * 7 + 14 * 14 values)
         ("cgan", {"num_classes": 3, "g_widths": [32, 16, 8], "d_widths": [8, 16], "latent_dim": 8, "g_noise": 2}),
+        # per-sample generator norms (nets/norm.py)
+        ("cgan", {"num_classes": 3, "g_widths": [32, 16, 8], "d_widths": [8, 16], "latent_dim": 8, "g_norm": "layer"}),
+        ("dcgan", {"g_widths": [32, 16, 8], "d_widths": [8, 16], "latent_dim": 8, "g_norm": "pixel"}),
         ("vae", {"latent_dim": 4}),
         ("dae", {}),
         # 14 px in 2x2 patches runs at 7 -> 4 -> 2: the decoder crops 8 -> 7 (the sampler: test below)
