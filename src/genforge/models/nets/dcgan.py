@@ -4,8 +4,9 @@ The generator is the TensorFlow DCGAN tutorial's (which the seed article means):
 layer to `widths[0]` maps at the start size, a stride-1 5x5 transposed convolution to `widths[1]`,
 then stride-2 5x5 transposed convolutions, each but the last followed by a norm (batch norm unless
 `norm` names another of nets/norm.py's) and the activation, ending in tanh. With widths
-(256, 128, 64) at 28 px that is z -> 7x7x256 -> 7x7x128 -> 14x14x64 -> 28x28xC. The discriminator is strided 5x5 convolutions with
-LeakyReLU and dropout, flattened into a linear logit (no sigmoid: losses take logits).
+(256, 128, 64) at 28 px that is z -> 7x7x256 -> 7x7x128 -> 14x14x64 -> 28x28xC. The
+discriminator is strided 5x5 convolutions with LeakyReLU and dropout, flattened into a linear
+logit (no sigmoid: losses take logits).
 
 `noise_stages` k > 0 adds StyleGAN's noise inputs (Karras et al. 2019) to the generator's last k
 hidden stages: one N(0, 1) value per pixel, scaled per channel by a learned weight that starts at
