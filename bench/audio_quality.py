@@ -14,7 +14,7 @@ its ratio to the memoriser floor (training clips redrawn), the copy rate, the wa
 spectrogram sheet of the run's final samples (`<out stem>/<family>.png`). The goal (10 minutes of
 2-core training): conditional accuracy >= 0.90, coverage >= 0.70, FAD within 5x the memoriser.
 
-`--steps N` trains N steps instead of a time budget (for a loaded machine: steps do not depend on
+`--seed S` trains with seed S (the preset's is 0). `--steps N` trains N steps instead of a time budget (for a loaded machine: steps do not depend on
 what else runs). A row whose run failed to train says why (its log's last lines).
 """
 
@@ -72,7 +72,7 @@ def run_family(work: Path, family: str, args: argparse.Namespace) -> dict:
     env = thread_environment(OMP_NUM_THREADS=str(args.threads))
     code, wall = run_logged(
         genforge_command("run", "--scenario", scenario, "--data", args.data, "--out", run,
-                         "--threads", args.threads), log, env=env)  # fmt: skip
+                         "--threads", args.threads, "--seed", args.seed), log, env=env)  # fmt: skip
     row: dict = {"family": family, "exit": code, "wall_s": wall}
     if not (run / "metrics.json").is_file():
         row["error"] = " / ".join(log_tail(log, 3))
@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--model-set", action="append", default=[], metavar="KEY=YAML",
                     help="a model setting over the family's defaults, e.g. inner_config.g_noise=0; repeatable")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the training seed (the preset's: 0)")
     ap.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "audio_quality.md"))
     args = ap.parse_args()
