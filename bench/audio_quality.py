@@ -14,8 +14,9 @@ its ratio to the memoriser floor (training clips redrawn), the copy rate, the wa
 spectrogram sheet of the run's final samples (`<out stem>/<family>.png`). The goal (10 minutes of
 2-core training): conditional accuracy >= 0.90, coverage >= 0.70, FAD within 5x the memoriser.
 
-`--seed S` trains with seed S (the preset's is 0). `--steps N` trains N steps instead of a time budget (for a loaded machine: steps do not depend on
-what else runs). A row whose run failed to train says why (its log's last lines).
+`--seed S` trains with seed S (the preset's is 0). `--steps N` trains N steps instead of a time
+budget (for a loaded machine: steps do not depend on what else runs). A row whose run failed to
+train says why (its log's last lines).
 """
 
 from __future__ import annotations
