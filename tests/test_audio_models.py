@@ -4,6 +4,8 @@ the synthetic tone "digits" (tests/audio_fixtures.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -62,9 +64,22 @@ def test_mel_image_is_square_normalised_and_inverts_exactly():
     torch.testing.assert_close(rep4k.to_log_mel(image)[..., : lm.shape[-1]], lm, atol=1e-4, rtol=0)
     assert rep.to_image(torch.zeros(2, 8000)).eq(-1).all()  # silence is the floor everywhere
     with pytest.raises(ConfigError, match="n_fft"):
-        SpectralConfig(length=4000, n_mels=16)  # hop 266 > n_fft 256
+        SpectralConfig(length=4000, n_mels=16, n_fft=256)  # hop 266 > n_fft 256
     with pytest.raises(ConfigError, match="STFT bins"):
-        SpectralConfig(n_mels=200)
+        SpectralConfig(n_mels=200, n_fft=256)  # 129 bins; n_fft 0 would pick 512
+
+
+def test_the_window_spans_four_hops_unless_set():
+    # Griffin-Lim needs the frames to overlap: n_fft 0 picks the smallest power of two over 4 hops
+    assert SpectralConfig(sample_rate=8000, length=8000).n_fft == 512  # hop 126
+    assert SpectralConfig(sample_rate=16000, length=16000).n_fft == 1024  # hop 253
+    assert SpectralConfig(length=4000, n_mels=16).n_fft == 2048  # hop 266
+    assert SpectralConfig(length=8000, hop_length=32).n_fft == 128  # 4 hops, and a bin per mel band
+    assert SpectralConfig(length=8000, n_fft=256).n_fft == 256  # set (runs saved before): kept
+    cfg = SpectralConfig(sample_rate=RATE, length=LENGTH, n_mels=32)
+    assert cfg.n_fft >= 4 * cfg.hop and cfg.n_fft // 2 < 4 * cfg.hop
+    # a saved config is concrete: rebuilding it from its dict keeps the window
+    assert SpectralConfig(**dataclasses.asdict(cfg)).n_fft == cfg.n_fft
 
 
 def test_mel_round_trip_through_griffin_lim_keeps_the_log_mel():
