@@ -47,8 +47,8 @@ def child(run: Path, data: Path, strings: int, threads: int) -> None:
     pipe = load_pipeline(run)
     dataset = open_dataset(data)
     cfg = EnhanceEvalConfig(strings=strings, kinds=["white", "pink"], snr_db=[5.0], seed=0)
-    clips = held_out_clips(dataset.reference_split, cfg.trim_db, dataset.sample_rate)
-    values, _ = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg)
+    clips, speakers = held_out_clips(dataset.reference_split, cfg.trim_db, dataset.sample_rate)
+    values, _ = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg, speakers)
     print(json.dumps({"rtf": values["rtf"], "noisereduce_rtf": values["noisereduce_rtf"]}))
 
 

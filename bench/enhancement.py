@@ -42,10 +42,12 @@ def machine(threads: int) -> str:
 
 
 def train_probe(
-    seconds: float, work: Path, seed: int, model: dict | None = None, augment: dict | None = None
-) -> tuple[Path, Path, dict]:
-    """Ingest FSDD speaker-disjoint and train the scenario's recipe for `seconds` (with `model`'s
-    and `augment`'s settings over the preset's); (run, data, summary)."""
+    seconds: float, work: Path, seed: int, model: dict | None = None, augment: dict | None = None,
+    voices: int = 1,
+) -> tuple[Path, Path, dict]:  # fmt: skip
+    """Ingest FSDD speaker-disjoint, `voices` of its five speakers held out, and train the
+    scenario's recipe for `seconds` (with `model`'s and `augment`'s settings over the preset's);
+    (run, data, summary)."""
     import yaml
 
     from genforge.core.atomic import write_text
@@ -56,7 +58,10 @@ def train_probe(
     sc = load_scenario("speech-enhancement")
     data = work / "dataset"
     if not (data / "manifest.json").is_file():
-        ingest(str(FSDD), data, {"seed": seed, **sc.data.options}, modality="audio")
+        # FSDD's five voices hold a fifth of the clips each: a val share between (v - 1) / 5 and
+        # v / 5 holds out v of them (whole voices move until val holds the share)
+        share = {} if voices == 1 else {"val_fraction": (voices - 0.5) / 5}
+        ingest(str(FSDD), data, {"seed": seed, **sc.data.options, **share}, modality="audio")
     cfg_file = work / "train-config.yaml"
     write_text(
         cfg_file,
@@ -89,8 +94,8 @@ def evaluate_run(run: Path, data: Path, strings: int, seed: int) -> tuple[dict, 
     dataset = open_dataset(data)
     split = dataset.reference_split
     cfg = EnhanceEvalConfig(strings=strings, kinds=KINDS, snr_db=SNRS, seed=seed)
-    clips = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
-    values, details = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg)
+    clips, speakers = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
+    values, details = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg, speakers)
     shared = speaker_overlap(dataset, split.name)
     held = (
         sorted({dataset.speaker_names[i] for i in set(split.speakers.tolist()) if i >= 0})
@@ -100,6 +105,7 @@ def evaluate_run(run: Path, data: Path, strings: int, seed: int) -> tuple[dict, 
     notes = [
         f"held-out split {split.name!r}: speakers {', '.join(held) or 'unrecorded'}"
         + (f" (SHARED with train: {', '.join(shared)})" if shared else " (none of them in train)")
+        + f"; babble: {details['babble_talkers']}"
     ]
     return values, details, notes
 
@@ -161,6 +167,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="keep the probe's dataset and run here")
+    ap.add_argument("--held-out-voices", type=int, default=1, choices=[1, 2],
+                    help="FSDD voices held out of training (2: each string's babble is the other unheard "
+                         "voice's speech; 1, the scenario's split: the same voice's other takes)")  # fmt: skip
     ap.add_argument("--model-set", action="append", default=[], metavar="KEY=YAML",
                     help="a denoiser setting over the preset's (e.g. clean_targets=true); repeatable")  # fmt: skip
     ap.add_argument("--augment-set", action="append", default=[], metavar="OP=YAML",
@@ -188,7 +197,9 @@ def main() -> None:
 
         sets = parse_sets([f"model.{item}" for item in args.model_set] + [f"augment.{item}" for item in args.augment_set])
         model, augment = sets.get("model", {}), sets.get("augment", {})
-        run, data, summary = train_probe(args.train_seconds, work, args.seed, model, augment)
+        run, data, summary = train_probe(
+            args.train_seconds, work, args.seed, model, augment, args.held_out_voices
+        )
         extra = {**model, **({"augment": augment} if augment else {})}
         lines.append(
             f"Trained the speech-enhancement scenario's recipe{f' with {extra}' if extra else ''} for "

@@ -59,7 +59,7 @@ def main() -> None:
             raise SystemExit(f"{args.data}: split {name!r} records no speakers; this script compares voices")
         for speaker in sorted(set(split.speakers.tolist()) - {-1}):
             indices = np.flatnonzero(split.speakers == speaker)
-            clips = held_out_clips(VoiceClips(split, indices), cfg.trim_db, dataset.sample_rate)
+            clips, _ = held_out_clips(VoiceClips(split, indices), cfg.trim_db, dataset.sample_rate)
             _, details = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg)
             cells = [details["conditions"][condition_key(kind, SNR)] for kind in KINDS]
             gains = [" / ".join(fmt.format(c[f"{s}_gain"]) for c in cells)

@@ -12,9 +12,11 @@ import torch
 
 from genforge.audio.resample import resample
 from genforge.audio.sdr import si_sdr
+from genforge.core.errors import DataError
 from genforge.evaluate.audio.enhancement import (
     EnhanceEvalConfig,
     babble_pool,
+    babble_talkers,
     condition_key,
     digit_strings,
     enhancement_metrics,
@@ -109,6 +111,28 @@ def test_trim_and_digit_strings():
         assert 0.1 * SR * (len(s.members) - 1) - len(s.members) <= gaps <= 0.2 * SR * (len(s.members) - 1)
     pool = babble_pool(clips, strings[0].members, 9000, 4, np.random.default_rng(1))
     assert pool.shape == (4, 9000) and float(pool.abs().min(1).values.max()) == 0.0
+
+
+def test_strings_keep_to_one_voice_and_babble_talks_in_the_others():
+    clips = [_speech_like(0.4 + 0.02 * i, i) for i in range(24)]
+    speakers = np.array([0, 1, 2] * 8)
+    strings = digit_strings(clips, 6, SR, 2.5, (0.1, 0.2), np.random.default_rng(0), speakers)
+    assert [s.voice for s in strings] == [0, 1, 2, 0, 1, 2]  # the voices take turns
+    for s in strings:
+        assert set(speakers[s.members].tolist()) == {s.voice}
+        tagged = [np.full(len(c), i + 1, np.float32) for i, c in enumerate(clips)]  # clip i reads i + 1
+        pool = babble_pool(tagged, s.members, 40000, 6, np.random.default_rng(1), speakers, s.voice)
+        heard = {int(v) - 1 for v in torch.unique(pool).tolist() if v}
+        assert heard and set(speakers[sorted(heard)].tolist()) == {0, 1, 2} - {s.voice}
+    assert babble_talkers(speakers) == "other held-out voices"
+    assert babble_talkers(np.zeros(24, int)).startswith("the same voice's")
+    assert babble_talkers(None).endswith("(speakers unrecorded)")
+    # one voice (or none recorded): the strings and babble of the single pool, as before
+    one = digit_strings(clips, 3, SR, 2.5, (0.1, 0.2), np.random.default_rng(0), np.zeros(24, int))
+    none = digit_strings(clips, 3, SR, 2.5, (0.1, 0.2), np.random.default_rng(0))
+    assert [s.members for s in one] == [s.members for s in none] and {s.voice for s in one} == {-1}
+    with pytest.raises(DataError, match="of speaker 2 hold"):
+        digit_strings(clips, 3, SR, 2.5, (0.1, 0.2), np.random.default_rng(0), np.array([0, 1] * 11 + [2, 2]))
 
 
 def test_identity_model_gains_nothing_and_noisereduce_is_scored():

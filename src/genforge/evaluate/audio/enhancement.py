@@ -6,9 +6,12 @@ Test material: held-out clips (the reference split; speaker-disjoint when the in
 splits by speaker, which `details.speaker_disjoint` records and a warning flags otherwise),
 trimmed of silence and joined into digit STRINGS of at least `min_seconds` (2.5 s) with short
 silences between digits, like a spoken phone number: single FSDD clips (0.45 s on average) leave
-STOI too few frames after its silence removal. Each string is corrupted with each noise kind at
-each SNR (audio/noise.py; babble is made of other held-out clips than the string's own, so its
-voices are unheard too), seeded, then scored three ways against the clean string:
+STOI too few frames after its silence removal. Where the split records speakers, each string is one
+voice's, the voices taking turns. Each string is corrupted with each noise kind at each SNR
+(audio/noise.py), seeded, then scored three ways against the clean string. Babble is made of other
+held-out clips than the string's own: of the other held-out voices where the split holds two or
+more (the babble the issue means: other people talking, voices the model never heard either),
+else of the same voice's other takes, a harder case (`details.babble_talkers` says which):
 
 - PESQ, ITU-T P.862 narrow-band (the `pesq` package; 8 kHz, the audio resampled when the run's
   rate differs), STOI (`pystoi`), SI-SDR (audio/sdr.py),
@@ -94,6 +97,22 @@ def trim_silence(clip: np.ndarray, sample_rate: int, top_db: float = 40.0) -> np
 class DigitString:
     clean: np.ndarray  # float32 (T,)
     members: list[int]  # indices of the clips it is made of
+    voice: int = -1  # the speaker id of its clips (-1: unrecorded, or strings mix the clips)
+
+
+def voices_of(speakers: np.ndarray | None) -> list[int]:
+    """The known speaker ids among `speakers`, when there are two or more (else [], one pool)."""
+    known = [] if speakers is None else sorted(set(np.asarray(speakers).tolist()) - {-1})
+    return known if len(known) >= 2 else []
+
+
+def babble_talkers(speakers: np.ndarray | None) -> str:
+    """Whose speech the babble of `enhancement_metrics` is made of, for the record."""
+    if voices_of(speakers):
+        return "other held-out voices"
+    if speakers is not None and (np.asarray(speakers) >= 0).any():
+        return "the same voice's other takes (the reference split holds one voice)"
+    return "other held-out clips (speakers unrecorded)"
 
 
 def digit_strings(
@@ -103,17 +122,24 @@ def digit_strings(
     min_seconds: float,
     gap_seconds: tuple[float, float],
     rng: np.random.Generator,
+    speakers: np.ndarray | None = None,
 ) -> list[DigitString]:
-    """n strings of distinct random clips joined by random silences, each >= min_seconds long."""
-    total = sum(len(c) for c in clips)
-    if total < min_seconds * sample_rate:
-        raise DataError(
-            f"the held-out clips hold {total / sample_rate:.1f} s of speech; a digit string needs "
-            f"{min_seconds:g} s"
-        )
+    """n strings of distinct random clips joined by random silences, each >= min_seconds long.
+    With `speakers` (each clip's id) naming two or more voices, string k is voice k mod V's alone."""
+    voices = voices_of(speakers) or [-1]
+    pools = [np.flatnonzero(np.asarray(speakers) == v) if v >= 0 else np.arange(len(clips)) for v in voices]
+    for v, pool in zip(voices, pools, strict=True):
+        total = sum(len(clips[i]) for i in pool)
+        if total < min_seconds * sample_rate:
+            whose = f" of speaker {v}" if v >= 0 else ""
+            raise DataError(
+                f"the held-out clips{whose} hold {total / sample_rate:.1f} s of speech; a digit string "
+                f"needs {min_seconds:g} s"
+            )
     out = []
-    for _ in range(n):
-        order = rng.permutation(len(clips))
+    for k in range(n):
+        voice, pool = voices[k % len(voices)], pools[k % len(voices)]
+        order = pool[rng.permutation(len(pool))]
         parts, members, length = [], [], 0
         for i in order:
             if length >= min_seconds * sample_rate:
@@ -125,16 +151,26 @@ def digit_strings(
             parts.append(clips[i])
             members.append(int(i))
             length += len(clips[i])
-        out.append(DigitString(np.concatenate(parts).astype(np.float32), members))
+        out.append(DigitString(np.concatenate(parts).astype(np.float32), members, voice))
     return out
 
 
 def babble_pool(
-    clips: list[np.ndarray], exclude: list[int], length: int, rows: int, rng: np.random.Generator
+    clips: list[np.ndarray],
+    exclude: list[int],
+    length: int,
+    rows: int,
+    rng: np.random.Generator,
+    speakers: np.ndarray | None = None,
+    voice: int = -1,
 ) -> torch.Tensor:
     """`rows` talkers (rows, length), each other clips than `exclude` back to back: the speech
-    babble noise is cut from."""
-    allowed = np.array([i for i in range(len(clips)) if i not in set(exclude)])
+    babble noise is cut from. With `speakers` and a `voice` (the string's), only the other voices'
+    clips talk."""
+    others = set(exclude)
+    if speakers is not None and voice >= 0:
+        others |= set(np.flatnonzero(np.asarray(speakers) == voice).tolist())
+    allowed = np.array([i for i in range(len(clips)) if i not in others])
     if not len(allowed):
         raise DataError(
             "babble needs held-out clips beside the string's own; the reference split is too small"
@@ -188,13 +224,17 @@ def noisereduce_baseline(noisy: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.asarray(noisereduce.reduce_noise(y=noisy, sr=sample_rate), dtype=np.float32)
 
 
-def held_out_clips(split: Any, trim_db: float, sample_rate: int) -> list[np.ndarray]:
+def held_out_clips(split: Any, trim_db: float, sample_rate: int) -> tuple[list[np.ndarray], np.ndarray]:
     """The split's clips trimmed of silence, padding included wherever the ingest put it (so
-    `lengths` is not needed); clips with nothing left are dropped."""
+    `lengths` is not needed), and each one's speaker id (-1 where the split records none); clips
+    with nothing left are dropped."""
     clips = [
         trim_silence(np.asarray(split.audio[i], np.float32), sample_rate, trim_db) for i in range(len(split))
     ]
-    return [c for c in clips if len(c)]
+    recorded = getattr(split, "speakers", None)
+    ids = np.full(len(clips), -1, np.int64) if recorded is None else np.asarray(recorded, np.int64)
+    keep = [i for i, c in enumerate(clips) if len(c)]
+    return [clips[i] for i in keep], ids[keep]
 
 
 def speaker_overlap(dataset: Any, split_name: str) -> list[str]:
@@ -218,11 +258,15 @@ def enhancement_metrics(
     clips: list[np.ndarray],
     sample_rate: int,
     cfg: EnhanceEvalConfig,
+    speakers: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Score `restore` (float32 (1, T) -> (1, T) at `sample_rate`) on digit strings of `clips`;
-    returns (values, details) as described in the module doc."""
+    """Score `restore` (float32 (1, T) -> (1, T) at `sample_rate`) on digit strings of `clips`
+    (`speakers`: each clip's speaker id, -1 unknown); returns (values, details) as described in the
+    module doc."""
     rng = np.random.default_rng(cfg.seed)
-    strings = digit_strings(clips, cfg.strings, sample_rate, cfg.min_seconds, tuple(cfg.gap_seconds), rng)
+    strings = digit_strings(
+        clips, cfg.strings, sample_rate, cfg.min_seconds, tuple(cfg.gap_seconds), rng, speakers
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     raw: dict[str, dict[str, list[float]]] = {}
     seconds = {"restored": 0.0, "noisereduce": 0.0}
@@ -233,7 +277,9 @@ def enhancement_metrics(
             for string in strings:
                 clean = torch.from_numpy(string.clean)[None]
                 pool = (
-                    babble_pool(clips, string.members, clean.shape[1], 6, rng) if kind == "babble" else None
+                    babble_pool(clips, string.members, clean.shape[1], 6, rng, speakers, string.voice)
+                    if kind == "babble"
+                    else None
                 )
                 noise = make_noise(kind, 1, clean.shape[1], sample_rate, gen, pool)
                 noisy = mix_at_snr(clean, noise, snr).numpy()
@@ -271,8 +317,11 @@ def enhancement_metrics(
     pesq_missing = sum(
         int(np.isnan(v).sum()) for c in raw.values() for n, v in c.items() if n.endswith("_pesq")
     )
+    voices = voices_of(speakers)
     details = {
         "strings": len(strings),
+        "voices": len(voices) or 1,
+        "babble_talkers": babble_talkers(speakers),
         "string_seconds": [round(len(s.clean) / sample_rate, 3) for s in strings],
         "conditions": per_condition,
         "headline_snr": cfg.headline_snr,
@@ -339,7 +388,7 @@ def evaluate_enhancement(target: str | Path, ref: str | Path, config: EvalConfig
     dataset = open_dataset(ref)
     split = dataset.split(config.split) if config.split else dataset.reference_split
     rate = pipe.sample_rate
-    clips = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
+    clips, speakers = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
     warnings = [
         f"{name}: an option of generative evaluation, ignored for speech enhancement"
         for name in ("features", "metrics")
@@ -354,7 +403,7 @@ def evaluate_enhancement(target: str | Path, ref: str | Path, config: EvalConfig
             f"the reference split {split.name!r} shares speakers with train ({', '.join(shared)}): "
             "these scores are not on unheard voices; ingest with --group-by speaker for that"
         )
-    values, details = enhancement_metrics(pipe.restore, clips, rate, cfg)
+    values, details = enhancement_metrics(pipe.restore, clips, rate, cfg, speakers)
     details["speaker_disjoint"] = not shared
     if details["pesq_no_utterance"]:
         warnings.append(
