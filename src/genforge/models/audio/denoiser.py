@@ -54,7 +54,8 @@ residual 2-D convolution stack over (bins, frames) on the complex mask, dilated 
 (450 s); both with `refine: 32` +7.7 / +0.67, +6.8 / +0.59 (663 s); with `refine: 8` +7.6 /
 +0.68, +6.8 / +0.52, +0.3 / +0.00 (391 s). The refiner is worth about three doublings of the
 steps (0.7 dB) for 1.5x the time per step; the speech-enhancement scenario uses `join` and
-`refine: 8`. Babble made of the held-out voice's own takes stays out of reach of every variant.
+`refine: 8`. Babble made of the held-out voice's own takes stays out of reach of every variant;
+babble of another unheard voice scores alike (+3.5 dB at 5 dB, session 33, bench/results/enhancement.md).
 Session 16, the same way on dev voice theo (2,000 steps, SI-SDR gain white / pink / babble against
 the preset's +7.3 / +7.4 / +2.8): `mask_limit: 2` +7.0 / +6.9 / +2.8, `kernel: 5` +7.2 / +7.2 /
 +2.9, `si_sdr_weight: 1.0` +7.2 / +7.3 / +2.8, `lr_decay: linear` +6.8 / +6.6 / +1.2: none kept.
