@@ -97,7 +97,7 @@ def trim_silence(clip: np.ndarray, sample_rate: int, top_db: float = 40.0) -> np
 class DigitString:
     clean: np.ndarray  # float32 (T,)
     members: list[int]  # indices of the clips it is made of
-    voice: int = -1  # the speaker id of its clips (-1: unrecorded, or strings mix the clips)
+    voice: int = -1  # the speaker id of its clips (-1: one pool, a single voice or speakers unrecorded)
 
 
 def voices_of(speakers: np.ndarray | None) -> list[int]:
