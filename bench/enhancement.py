@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/enhancement.py --run RUN_DIR --data DATASET [--strings 24] [--threads 2]
     .venv/bin/python bench/enhancement.py --train-seconds 600 [--keep DIR]   # trains the scenario's recipe
+    .venv/bin/python bench/enhancement.py --train-seconds 600 --held-out-voices 2   # babble of another unheard voice
 
 With `--train-seconds S` it first does what `genforge run --scenario speech-enhancement` does up
 to training: ingests FSDD (`../shared/data/fsdd/recordings`, `--group-by speaker`: one speaker
