@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from genforge.core.threads import configure
 from genforge.data.canonical import open_dataset
 from genforge.evaluate.audio.enhancement import (
@@ -25,16 +23,6 @@ from genforge.models.pipeline import load_pipeline
 
 KINDS = ["white", "pink", "babble"]
 SNR = 5.0
-
-
-class VoiceClips:
-    """One speaker's clips of a split, as `held_out_clips` reads a split (len, audio[i])."""
-
-    def __init__(self, split, indices: np.ndarray):
-        self.audio = [split.audio[i] for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.audio)
 
 
 def main() -> None:
@@ -57,15 +45,17 @@ def main() -> None:
         split = dataset.split(name)
         if split.speakers is None:
             raise SystemExit(f"{args.data}: split {name!r} records no speakers; this script compares voices")
+        clips, speakers = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
         for speaker in sorted(set(split.speakers.tolist()) - {-1}):
-            indices = np.flatnonzero(split.speakers == speaker)
-            clips, _ = held_out_clips(VoiceClips(split, indices), cfg.trim_db, dataset.sample_rate)
-            _, details = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg)
+            # one voice's clips alone: its strings and its babble (its own other takes)
+            voice = [c for c, v in zip(clips, speakers, strict=True) if v == speaker]
+            _, details = enhancement_metrics(pipe.restore, voice, pipe.sample_rate, cfg)
             cells = [details["conditions"][condition_key(kind, SNR)] for kind in KINDS]
             gains = [" / ".join(fmt.format(c[f"{s}_gain"]) for c in cells)
                      for s, fmt in (("si_sdr", "{:+.1f}"), ("pesq", "{:+.2f}"), ("stoi", "{:+.3f}"))]  # fmt: skip
             print(
-                f"| {name} | {dataset.speaker_names[speaker]} | {len(indices)} | {' | '.join(gains)} |",
+                f"| {name} | {dataset.speaker_names[speaker]} | {int((split.speakers == speaker).sum())} | "
+                f"{' | '.join(gains)} |",
                 flush=True,
             )
 
