@@ -113,10 +113,12 @@ def run_one(
 def gates_cell(r: dict[str, Any]) -> str:
     if r["status"] == "ERROR":
         return f"error: {r['error'][:160]}"
+    def fail(g: dict[str, Any]) -> str:
+        real = g.get("real_value")  # what real held-out data scores on the gate's metric
+        return "" if g["passed"] else f" (FAIL {g['bound']}{'' if real is None else f'; real data {real:.3g}'})"
+
     return ", ".join(
-        f"{g['metric']} {'missing' if g['value'] is None else format(g['value'], '.3g')}"
-        f"{'' if g['passed'] else ' (FAIL ' + g['bound'] + ')'}"
-        for g in r["gates"]
+        f"{g['metric']} {'missing' if g['value'] is None else format(g['value'], '.3g')}{fail(g)}" for g in r["gates"]
     )
 
 

@@ -96,7 +96,9 @@ def test_conditional_accuracy_and_class_fid() -> None:
     rng = np.random.default_rng(0)
     labels = np.arange(600) % 3
     centers = np.eye(3)[:, :] * 5
-    ref = FeatureSet(rng.normal(size=(600, 3)) + centers[labels], labels=labels)
+    ref_probs = np.full((600, 3), 0.05)
+    ref_probs[np.arange(600), np.where(np.arange(600) % 5 == 0, (labels + 2) % 3, labels)] = 0.9  # 80% right
+    ref = FeatureSet(rng.normal(size=(600, 3)) + centers[labels], ref_probs, labels=labels)
     requested = np.arange(300) % 3
     feats = rng.normal(size=(300, 3)) + centers[requested]
     probs = np.full((300, 3), 0.05)
@@ -108,6 +110,8 @@ def test_conditional_accuracy_and_class_fid() -> None:
         inputs, ["conditional_accuracy", "class_fid", "fid_generalisation"], {}
     )
     assert records["conditional_accuracy"]["value"] == pytest.approx(0.9)
+    # beside it, the evaluator's accuracy on the real held-out images (what real data would score)
+    assert records["conditional_accuracy"]["details"]["reference_value"] == pytest.approx(0.8)
     per_class = records["class_fid_mean"]["details"]["per_class"]
     assert set(per_class) == {"0", "1", "2"}
     assert max(per_class.values()) < 0.5  # each generated class matches its reference class

@@ -18,7 +18,7 @@ from genforge.evaluate.privacy.utility import OUTPUTS as UTILITY_OUTPUTS
 from genforge.evaluate.restoration import OUTPUTS as RESTORATION_OUTPUTS
 from genforge.evaluate.text.evaluation import OUTPUTS as TEXT_OUTPUTS
 from genforge.models.registry import MODELS
-from genforge.scenarios.runner import check_gates, metric_value, run_scenario
+from genforge.scenarios.runner import check_gates, metric_value, real_data_note, run_scenario
 from genforge.scenarios.schema import Gate, load_scenario, preset_names
 from genforge.train.privacy import METRIC_KEYS as DP_VALUES
 
@@ -64,6 +64,29 @@ def test_gates_read_flat_values_and_dotted_paths():
     assert [g.passed for g in results] == [False, True, False]  # a missing metric fails its gate
 
 
+def test_a_failed_gate_says_what_real_data_scores_and_when_the_gate_lies_beyond_it():
+    # cifar10 in grayscale: real images teach TSTR's classifier 0.462 and the evaluator reads them at 0.54
+    metrics = {
+        "values": {"tstr_accuracy": 0.25, "trtr_accuracy": 0.462, "conditional_accuracy": 0.5, "coverage": 0.7},
+        "metrics": {
+            "tstr_accuracy": {"value": 0.25, "real": "trtr_accuracy", "details": {}},
+            "trtr_accuracy": {"value": 0.462, "details": {}},
+            "conditional_accuracy": {"value": 0.5, "details": {"reference_value": 0.97}},
+            "coverage": {"value": 0.7, "details": {}},
+        },
+    }
+    sc = load_scenario("digits")
+    sc.evaluate.gates = [Gate("tstr_accuracy", min=0.85), Gate("conditional_accuracy", min=0.9),
+                         Gate("coverage", min=0.5), Gate("coverage", min=0.9)]  # fmt: skip
+    results = check_gates(sc, metrics)
+    assert [g.real for g in results] == [0.462, 0.97, None, None]
+    notes = [real_data_note(g, gate) for g, gate in zip(results, sc.evaluate.gates, strict=True)]
+    assert notes[0] == ("tstr_accuracy: real held-out data scores 0.462 here, so the gate (>= 0.85) lies beyond "
+                        "real data")  # fmt: skip
+    assert notes[1] == "conditional_accuracy: real held-out data scores 0.97 here"  # a generator could pass
+    assert notes[2:] == ["", ""]  # passed, or nothing measured on real data
+
+
 def test_run_chains_every_stage_and_exits_nonzero_when_a_gate_fails(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", "--out", str(out), "--steps", "30"])
@@ -78,6 +101,10 @@ def test_run_chains_every_stage_and_exits_nonzero_when_a_gate_fails(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["target"]["step"] == 30
     assert "FAILED" in result.output and "genforge serve" in result.output
+    # the failed conditional-accuracy gate says what the real held-out digits score on the evaluator
+    real = {g["metric"]: g["real_value"] for g in summary["gates"]}["conditional_accuracy"]
+    assert real == metrics["metrics"]["conditional_accuracy"]["details"]["reference_value"] > 0.9
+    assert "conditional_accuracy: real held-out data scores" in result.output
 
 
 def test_restoration_scenario_evaluates_in_pixel_space(tmp_path):

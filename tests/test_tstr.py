@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from genforge.cli import app
 from genforge.core.errors import ConfigError, DataError
 from genforge.data.canonical import open_dataset
+from genforge.evaluate.metrics.base import real_value
 from genforge.evaluate.privacy.config import UtilityConfig
 from genforge.evaluate.privacy.utility import utility
 from genforge.evaluate.report import write_report
@@ -115,6 +116,8 @@ def test_eval_cli_writes_tstr_for_a_conditional_run(ds, tmp_path, small_evaluato
     assert v["tstr_accuracy"] == v["trtr_accuracy"] and v["tstr_ratio"] == 1.0
     rec = m["metrics"]["tstr_accuracy"]
     assert rec["better"] == "higher" and rec["n_samples"] == 400 and rec["reference_split"] == "val"
+    # what real data scores on TSTR's gate: TRTR, named by the record and found by real_value
+    assert rec["real"] == "trtr_accuracy" and real_value(m, "tstr_accuracy") == v["trtr_accuracy"]
     assert "tstr_ratio" in res.output and m["skipped"]["membership"].startswith("turned off")
     assert m["config"]["utility"]["enabled"] is None and m["timing"]["privacy_s"] >= 0
     html = write_report(run).read_text()

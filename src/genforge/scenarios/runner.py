@@ -44,6 +44,7 @@ class GateResult:
     bound: str
     passed: bool
     why: str = ""
+    real: float | None = None  # what real held-out data scores on the metric, where measured
 
 
 @dataclass
@@ -272,10 +273,13 @@ def _export(sc: Scenario, run_dir: Path) -> list[Path]:
 
 
 def check_gates(sc: Scenario, metrics: dict[str, Any]) -> list[GateResult]:
+    from genforge.evaluate.metrics.base import real_value
+
     out = []
     for gate in sc.evaluate.gates:
         value = metric_value(metrics, gate.metric)
-        out.append(GateResult(gate.metric, value, gate.describe(), gate.check(value), gate.why))
+        out.append(GateResult(gate.metric, value, gate.describe(), gate.check(value), gate.why,
+                              real_value(metrics, gate.metric)))  # fmt: skip
     return out
 
 
@@ -339,7 +343,19 @@ def run_scenario(name: str, *, data: str | None = None, out: str | Path | None =
 
 
 def to_dict_gate(g: GateResult) -> dict[str, Any]:
-    return {"metric": g.metric, "value": g.value, "bound": g.bound, "passed": g.passed, "why": g.why}
+    return {"metric": g.metric, "value": g.value, "bound": g.bound, "passed": g.passed, "why": g.why,
+            "real_value": g.real}  # fmt: skip
+
+
+def real_data_note(g: GateResult, gate: Any) -> str:
+    """For a failed gate: what real held-out data scores on its metric, and whether the gate lies
+    beyond it (then no generator of this data can be expected to pass: the gate, not the model,
+    needs a look)."""
+    if g.passed or g.real is None:
+        return ""
+    beyond = (gate.min is not None and g.real < gate.min) or (gate.max is not None and g.real > gate.max)
+    return (f"{g.metric}: real held-out data scores {g.real:.4g} here"
+            + (f", so the gate ({g.bound}) lies beyond real data" if beyond else ""))
 
 
 def _print_summary(console: Console, sc: Scenario, result: RunResult, summary: dict[str, Any]) -> None:
@@ -349,6 +365,9 @@ def _print_summary(console: Console, sc: Scenario, result: RunResult, summary: d
         verdict = "[green]pass[/]" if g.passed else "[red]FAIL[/]"
         table.add_row(g.metric, value, g.bound, verdict, g.why)
     console.print(table)
+    for g, gate in zip(result.gates, sc.evaluate.gates, strict=True):
+        if note := real_data_note(g, gate):
+            console.print(f"  {note}")
     console.print(f"data report : {summary['data_report']}")
     console.print(f"run report  : {summary['report']}")
     console.print(f"model       : {summary['model']}")

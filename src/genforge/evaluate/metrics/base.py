@@ -84,6 +84,10 @@ class MetricValues:
 class Output:
     better: Better
     meaning: str  # one line: what the number means, its ideal value
+    # the output that scores real held-out data the same way (TSTR: TRTR), so a gate on this one
+    # can say what real data reaches; a metric that computes it itself puts it in its details
+    # as `reference_value` instead
+    real: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,22 @@ def metric_record(value: float, metric: str, info: Output, details: dict[str, An
                   seconds: float, context: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """One entry of metrics.json's `metrics`: the value, what produced it and what it means, and the
     comparability fields of `context` (n_samples, reference split and fingerprint, step, ...)."""
-    return {"value": value, "metric": metric, "better": info.better, "meaning": info.meaning,
+    real = {"real": info.real} if info.real else {}
+    return {"value": value, "metric": metric, "better": info.better, "meaning": info.meaning, **real,
             "details": details, "warnings": warnings, "seconds": seconds, **context}  # fmt: skip
+
+
+def real_value(metrics: dict[str, Any], name: str) -> float | None:
+    """What real held-out data scores on output `name` of a metrics.json (`metrics`), where the
+    evaluation measured it: the record's `details.reference_value`, else its `real` output's value."""
+    records = metrics.get("metrics", {})
+    record = records.get(name)
+    if not isinstance(record, dict):
+        return None
+    value = (record.get("details") or {}).get("reference_value")
+    if value is None and record.get("real") in records:
+        value = records[record["real"]].get("value")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def output_info(name: str) -> Output | None:

@@ -35,7 +35,8 @@ from genforge.evaluate.privacy.config import UtilityConfig
 
 OUTPUTS = {
     "tstr_accuracy": Output("higher", "accuracy on the real held-out split of a fixed classifier trained on "
-                                      "generated labelled samples (train on synthetic, test on real)"),
+                                      "generated labelled samples (train on synthetic, test on real)",
+                            real="trtr_accuracy"),
     "trtr_accuracy": Output("higher", "the same classifier and recipe trained on the real train split: "
                                       "the ceiling for tstr_accuracy"),
     "tstr_ratio": Output("higher", "tstr_accuracy / trtr_accuracy: 1 = the synthetic data teaches the "
