@@ -44,11 +44,11 @@ def machine(threads: int) -> str:
 
 def train_probe(
     seconds: float, work: Path, seed: int, model: dict | None = None, augment: dict | None = None,
-    voices: int = 1,
+    voices: int = 1, train: dict | None = None,
 ) -> tuple[Path, Path, dict]:  # fmt: skip
     """Ingest FSDD speaker-disjoint, `voices` of its five speakers held out, and train the
-    scenario's recipe for `seconds` (with `model`'s and `augment`'s settings over the preset's);
-    (run, data, summary)."""
+    scenario's recipe for `seconds` (with `model`'s, `augment`'s and `train`'s settings over the
+    preset's); (run, data, summary)."""
     import yaml
 
     from genforge.core.atomic import write_text
@@ -68,7 +68,7 @@ def train_probe(
         cfg_file,
         yaml.safe_dump({"model": {**sc.model.config, **(model or {})},
                         "augment": {**sc.augment, **(augment or {})},
-                        "train": {**sc.train.config, "progress": "none"}}),  # fmt: skip
+                        "train": {**sc.train.config, **(train or {}), "progress": "none"}}),  # fmt: skip
     )
     trainer = build_trainer(
         work / "run",
@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--augment-set", action="append", default=[], metavar="OP=YAML",
                     help="a batch augmentation of the clean clips over the preset's (e.g. "
                          "'speed={p: 0.8, factor: [0.85, 1.15]}'); repeatable")  # fmt: skip
+    ap.add_argument("--train-set", action="append", default=[], metavar="KEY=YAML",
+                    help="a trainer setting over the preset's (e.g. batch_size=8); repeatable")  # fmt: skip
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "enhancement.md")
     args = ap.parse_args()
     from genforge.core.threads import set_wait_policy
@@ -196,12 +198,13 @@ def main() -> None:
         t0 = time.perf_counter()
         from genforge.train.launch import parse_sets
 
-        sets = parse_sets([f"model.{item}" for item in args.model_set] + [f"augment.{item}" for item in args.augment_set])
-        model, augment = sets.get("model", {}), sets.get("augment", {})
+        sets = parse_sets([f"model.{item}" for item in args.model_set] + [f"augment.{item}" for item in args.augment_set]
+                          + [f"train.{item}" for item in args.train_set])  # fmt: skip
+        model, augment, train = sets.get("model", {}), sets.get("augment", {}), sets.get("train", {})
         run, data, summary = train_probe(
-            args.train_seconds, work, args.seed, model, augment, args.held_out_voices
+            args.train_seconds, work, args.seed, model, augment, args.held_out_voices, train
         )
-        extra = {**model, **({"augment": augment} if augment else {})}
+        extra = {**model, **({"augment": augment} if augment else {}), **({"train": train} if train else {})}
         lines.append(
             f"Trained the speech-enhancement scenario's recipe{f' with {extra}' if extra else ''} for "
             f"{args.train_seconds:g} s: "

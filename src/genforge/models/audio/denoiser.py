@@ -85,6 +85,12 @@ same session: SI-SDR gain +7.5 / +7.0 / +3.2 against +7.6 / +7.3 / +3.3 dB, PESQ
 lower, 17% fewer steps. At a 64 ms window with a 16 ms hop the frames overlap by 75% and the bins
 are 15.6 Hz apart already. Off by default.
 
+Session 34, on dev voice nicolas at 600 s on 2 threads against the preset in the same session (+7.6 / +7.2 / +2.9
+dB): 1 s crops at batch 8 (the same samples a step) +7.4 / +7.0 / +1.8; a 2-D convolution front end over the log
+magnitude feeding the 1-D blocks (26% fewer steps) +7.5 / +7.2 / +2.7, its code not kept. Oracle masks on the
+evaluation's strings (bench/enhancement_oracle.py) gain +19-22 dB with this mask's form and +9-11 dB with a
+magnitude mask, so the representation is not what limits the 8-dB goal.
+
 Loss: multi-resolution STFT magnitude loss (spectral convergence + log-magnitude L1, Yamamoto et
 al. 2020) plus `si_sdr_weight` x the negative SI-SDR of the estimate, plus `compressed_weight` x
 an MSE of power-law compressed spectra (`compressed_loss`). The lr follows `lr_decay` over the
