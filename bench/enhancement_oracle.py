@@ -20,6 +20,7 @@ S, N, Y: the clean, noise and noisy STFTs. No training; a few minutes on one cor
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import sys
 import time
@@ -83,7 +84,7 @@ def oracle_restore(mask: str, clips: list[np.ndarray], speakers: np.ndarray, cfg
     seed gives the same strings here."""
     strings = digit_strings(clips, cfg.strings, RATE, cfg.min_seconds, tuple(cfg.gap_seconds),
                             np.random.default_rng(cfg.seed), speakers)  # fmt: skip
-    calls = iter(range(10**9))
+    calls = itertools.count()
 
     def restore(noisy: np.ndarray) -> np.ndarray:
         clean = strings[next(calls) % len(strings)].clean
