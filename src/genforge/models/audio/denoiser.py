@@ -87,7 +87,8 @@ are 15.6 Hz apart already. Off by default.
 
 Session 34, on dev voice nicolas at 600 s on 2 threads against the preset in the same session (+7.6 / +7.2 / +2.9
 dB): 1 s crops at batch 8 (the same samples a step) +7.4 / +7.0 / +1.8; a 2-D convolution front end over the log
-magnitude feeding the 1-D blocks (26% fewer steps) +7.5 / +7.2 / +2.7, its code not kept. Oracle masks on the
+magnitude feeding the 1-D blocks (26% fewer steps) +7.5 / +7.2 / +2.7, its code not kept; batch 32 (more talkers
+for training babble, 57% of the steps) +7.4 / +6.9 / +3.0. Oracle masks on the
 evaluation's strings (bench/enhancement_oracle.py) gain +19-22 dB with this mask's form and +9-11 dB with a
 magnitude mask, so the representation is not what limits the 8-dB goal.
 
