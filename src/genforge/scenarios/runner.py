@@ -353,9 +353,8 @@ def real_data_note(g: GateResult, gate: Any) -> str:
     needs a look)."""
     if g.passed or g.real is None:
         return ""
-    beyond = (gate.min is not None and g.real < gate.min) or (gate.max is not None and g.real > gate.max)
     return (f"{g.metric}: real held-out data scores {g.real:.4g} here"
-            + (f", so the gate ({g.bound}) lies beyond real data" if beyond else ""))
+            + ("" if gate.check(g.real) else f", so the gate ({g.bound}) lies beyond real data"))
 
 
 def _print_summary(console: Console, sc: Scenario, result: RunResult, summary: dict[str, Any]) -> None:
