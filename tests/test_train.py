@@ -102,6 +102,24 @@ def test_in_process_resume_is_bit_exact(tmp_path, dataset, model):
     assert steps == sorted(set(steps))
 
 
+@pytest.mark.parametrize("model", ["test-ae", "dae"])
+def test_resuming_a_finished_run_trains_nothing_and_keeps_it(tmp_path, dataset, model):
+    # a restoration model (dae) shows training batches as its progress view: a resume that
+    # trains no step has none, and used to fail there after the run was already complete
+    run = tmp_path / "run"
+    _train(run, dataset, model=model, steps=4)
+    before = load_file(str(run / "model.safetensors"))
+    samples = sorted(p.name for p in (run / "samples").iterdir())
+    _, summary = _train(run, dataset, model=model, steps=4, resume=True)
+    assert summary["step"] == 4
+    after = load_file(str(run / "model.safetensors"))
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == samples
+    # a larger budget continues the same run
+    _, summary = _train(run, dataset, model=model, steps=6, resume=True)
+    assert summary["step"] == 6 and json.loads((run / "model.json").read_text())["step"] == 6
+
+
 class _RandomEval(Callback):
     """Consumes every global RNG stream and logs a score that is best (0) at step 6."""
 

@@ -384,6 +384,7 @@ class Trainer:
         self._log_t, self._log_images = self._t0, self.images_seen
         guard_every = self.config.guard_every or (1 if self.device.type == "cpu" else self.config.log_every)
         last_checkpoint = self.step if resumed_from is not None else -1
+        first_step = self.step
         try:
             while True:
                 reason = self.budget.exhausted(self.step, self.images_seen, self.elapsed())
@@ -416,7 +417,10 @@ class Trainer:
             if last_checkpoint != self.step:
                 self.save_checkpoint()
             if main:
-                self.write_samples()
+                # a resumed run whose budget was already spent trains nothing: its samples at this
+                # step were written when it got here (and a restoration model has no batch to show)
+                if self.step != first_step:
+                    self.write_samples()
                 self.save_final()
                 self._progress.message(
                     f"done: {reason}; {self.step} steps, {self.images_seen} images -> {self.run_dir}"
