@@ -175,8 +175,7 @@ class Trainer:
                     "compiled region runs past; set train.compile=false for a private run"
                 )
             return False
-        compile_regions(self.model)
-        return True
+        return bool(compile_regions(self.model))  # a family may name none (it ran slower compiled)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
