@@ -120,15 +120,24 @@ def test_compiled_denoiser_steps_like_eager_and_restores_eagerly():
     regions = compile_regions(models["compiled"])
     # the real-valued layers only: the STFT, the complex mask and the losses stay eager
     assert {type(r).__name__ for r in regions} >= {"Conv1d", "Sequential", "_Refiner"}
-    losses = {}
+    losses, grads = {}, {}
     for name, model in models.items():
         torch.manual_seed(2)  # the same crops and noise (the global RNG)
-        losses[name] = [float(model.training_step("main", Batch(data=clean), s).loss) for s in range(3)]
+        steps = [model.training_step("main", Batch(data=clean), s).loss for s in range(3)]
+        steps[0].backward()
+        losses[name] = [float(loss.detach()) for loss in steps]
+        grads[name] = [p.grad for p in model.parameters()]
     np.testing.assert_allclose(losses["compiled"], losses["eager"], rtol=0, atol=1e-4)
+    for compiled, eager in zip(grads["compiled"], grads["eager"], strict=True):  # the backward too
+        assert compiled is not None and float((compiled - eager).norm()) <= 1e-3 * float(eager.norm()) + 1e-7
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert graphs >= 1
     out = models["compiled"].restore(clean)  # no_grad: the eager forward, no new graph
     assert out.shape == clean.shape
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
-    # the waveform U-Net ran slower compiled: it names no region, and a run records that
+    # the waveform U-Net ran slower compiled: it names no region, nor does a restoration family by
+    # default (its step calls `net`, not the model's forward), and a run records that
     assert Denoiser(Denoiser.default_config(8000, 2000, arch="wave", channels=4, depth=2)).compile_regions() == []
+    from genforge.models.registry import MODELS
+
+    assert MODELS.get("dae")(MODELS.get("dae").default_config(8, 1)).compile_regions() == []

@@ -58,6 +58,11 @@ class RestorationModel(GenerativeModel):
         super().__init__(config)
         self._preview: torch.Tensor | None = None
 
+    def compile_regions(self) -> list[nn.Module]:
+        # the training step calls `net`, never the model's own forward (the default region): a
+        # family names the layers of its net worth compiling (the denoiser's), none by default
+        return []
+
     def phases(self) -> list[Phase]:
         spec = OptimizerSpec("adam", self.config.lr, self.config.betas)
         return [Phase("main", ["net"], spec, schedule=self.lr_schedule())]
