@@ -45,14 +45,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     dataset = open_dataset(args.data)
-    parts = [held_out_clips(dataset.split(name), 40.0, dataset.sample_rate) for name in dataset.split_names]
+    kinds = ["white", "pink", "babble"]
+    cfg = EnhanceEvalConfig(strings=args.strings, kinds=kinds, snr_db=[args.snr], noisereduce=False, seed=0)
+    # trimmed as the evaluation trims them (its config's trim_db)
+    parts = [held_out_clips(dataset.split(name), cfg.trim_db, dataset.sample_rate) for name in dataset.split_names]
     clips = [clip for part in parts for clip in part[0]]
     speakers = np.concatenate([part[1] for part in parts])
     if (speakers < 0).any():
         sys.exit(f"{args.data}: the dataset records no speaker for some clips; per-voice scores need them all")
     train = set(dataset.split("train").speakers.tolist())
-    kinds = ["white", "pink", "babble"]
-    cfg = EnhanceEvalConfig(strings=args.strings, kinds=kinds, snr_db=[args.snr], noisereduce=False, seed=0)
     lines = [
         f"SI-SDR gain (dB) at {args.snr:g} dB, {args.strings} digit strings per voice and noise, babble of the "
         "voice's own other takes",
