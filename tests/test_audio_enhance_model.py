@@ -101,13 +101,11 @@ def test_saved_run_restores_like_the_model_and_records_the_recipe(trained):
         pipe.generate(2)
 
 
-@pytest.mark.parametrize("arch", ["mask", "bands", "wave"])
+@pytest.mark.parametrize("arch", ["mask", "wave"])
 def test_restore_takes_any_length(arch):
     torch.manual_seed(0)
     model = Denoiser(
-        Denoiser.default_config(
-            8000, 4000, arch=arch, hidden=16, blocks=2, channels=4, depth=3, band_width=4, band_channels=8
-        )
+        Denoiser.default_config(8000, 4000, arch=arch, hidden=16, blocks=2, channels=4, depth=3)
     ).eval()
     for length in (1, 7, 100, 257, 4000, 12345):
         x = 0.1 * torch.randn(2, length)
@@ -134,37 +132,6 @@ def test_wave_arch_learns_too():
     clean = torch.from_numpy(synth_clips(8, 3, 2, 4000, 8000, seed=1)[0])
     losses = _fit(model, clean, 25)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
-
-
-def test_band_arch_learns_and_keeps_the_bins_apart():
-    """`arch: bands`: the mask from a trunk over (bands, frames). A few dozen steps lower the loss and
-    raise SI-SDR on unheard clips; each bin of a band gets its own mask value, drawn from its band's
-    input and the frames beside; the settings it cannot take are refused."""
-    torch.manual_seed(0)
-    cfg = Denoiser.default_config(
-        8000, 4000, arch="bands", band_width=4, band_channels=16, blocks=2, lr=3e-3, crop=2000,
-        noise={"kinds": {"white": 1.0}, "snr_db": [5.0, 5.0]},
-    )  # fmt: skip
-    model = Denoiser(cfg)
-    net = model.net
-    assert [type(m).__name__ for m in model.compile_regions()] == ["Conv2d", "Sequential", "Sequential"]
-    feats = torch.randn(1, net.bins, 5, requires_grad=True)
-    h, z = net._mask_logits(feats)
-    assert h.shape == (1, 2 * net.bins, 5) and z is None
-    assert h[0, 8:12, 2].unique().numel() == 4
-    h[0, 10, 2].backward()  # the real part of bin 10's mask at frame 2
-    assert float(feats.grad[0, 8:12, 1:4].abs().sum()) > 0  # its band (bins 8-11) and the frames beside
-    clean_h, noisy_h = _noisy_heldout()
-    before = float((si_sdr(clean_h, model.restore(noisy_h)) - si_sdr(clean_h, noisy_h)).mean())
-    clean = torch.from_numpy(synth_clips(16, 3, 2, 4000, 8000, seed=1)[0])
-    losses = _fit(model, clean, 40)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
-    after = float((si_sdr(clean_h, model.restore(noisy_h)) - si_sdr(clean_h, noisy_h)).mean())
-    assert after > 2.0 and after > before + 2.0, (before, after)  # dB, on held-out clips
-    for bad, match in (({"lstm": 8}, "lstm and deep_filter"), ({"deep_filter": 1}, "lstm and deep_filter"),
-                       ({"band_width": 0}, "band_width")):  # fmt: skip
-        with pytest.raises(ConfigError, match=match):
-            from_dict(DenoiserConfig, {"arch": "bands", **bad})
 
 
 def test_recurrent_mask_with_a_decaying_lr_learns():

@@ -138,7 +138,7 @@ class DenoiserConfig:
     num_classes: int = 0  # ignored: restoration uses neither digits nor speakers
     num_speakers: int = 0
     speaker_names: list[str] = field(default_factory=list)  # ignored, as num_speakers
-    arch: Literal["mask", "bands", "wave"] = "mask"
+    arch: Literal["mask", "wave"] = "mask"
     # mask
     mask: Literal["magnitude", "complex"] = "complex"
     # the complex mask's magnitude stays below this (a tanh bound); above 1 the mask may also
@@ -160,13 +160,6 @@ class DenoiserConfig:
     # frame alone: a linear estimate from 2k + 1 frames can rebuild speech a single-frame mask
     # can only scale (0: the mask alone)
     deep_filter: int = 0
-    # bands (the same mask, from a network that keeps the frequency axis): the bins are cut into
-    # bands of `band_width` bins, each encoded to `band_channels` features by weights shared across
-    # bands (plus a learned per-band offset); each of `blocks` residual blocks convolves along
-    # frames (dilations 1, 2, 4, 8) then along bands (dilations 1, 2, 4), and each band's features
-    # decode to its bins' mask. The frame network above squeezes every frame into `hidden` numbers
-    band_width: int = 8
-    band_channels: int = 32
     # wave
     channels: int = 32  # first encoder layer; doubles per layer
     depth: int = 4
@@ -240,14 +233,6 @@ class DenoiserConfig:
         if not 0 <= self.join_gap[0] <= self.join_gap[1]:
             raise ConfigError(
                 f"denoiser.join_gap: expected 0 <= low <= high seconds, got {list(self.join_gap)}"
-            )
-        if min(self.band_width, self.band_channels) < 1:
-            raise ConfigError(
-                f"denoiser: band_width and band_channels must be >= 1, got {self.band_width}, {self.band_channels}"
-            )
-        if self.arch == "bands" and (self.lstm or self.deep_filter):
-            raise ConfigError(
-                "denoiser: lstm and deep_filter work on the frame network's features (arch: mask), not arch: bands"
             )
         if self.refine and self.mask != "complex":
             raise ConfigError("denoiser.refine: the 2-D refiner works on the complex mask (mask: complex)")
@@ -345,7 +330,12 @@ class MaskNet(nn.Module):
         self.limit = c.mask_limit
         bins = c.n_fft // 2 + 1
         self.phase_input = c.phase_input
-        self._build_trunk(c, bins, 3 if c.phase_input else 1, 2 if self.complex else 1)
+        self.inp = nn.Conv1d(bins * (3 if c.phase_input else 1), c.hidden, 1)
+        blocks: list[nn.Module] = [_Block(c.hidden, c.kernel, 2 ** (i % 4)) for i in range(c.blocks)]
+        self.blocks = nn.Sequential(*blocks, *([_Recurrent(c.hidden, c.lstm)] if c.lstm else []))
+        self.out = nn.Sequential(
+            _FrameNorm(c.hidden), nn.Conv1d(c.hidden, bins * (2 if self.complex else 1), 1)
+        )
         self.refine = _Refiner(c.refine) if c.refine else None
         # the neighbouring frames' taps: a head beside the mask's on the same normalised features,
         # zero-initialised so that training starts from the mask alone
@@ -355,27 +345,10 @@ class MaskNet(nn.Module):
             nn.init.zeros_(self.taps.weight)
             nn.init.zeros_(self.taps.bias)
 
-    def _build_trunk(self, c: DenoiserConfig, bins: int, inputs: int, outputs: int) -> None:
-        """The layers from `inputs` features per bin to `outputs` mask values per bin."""
-        self.inp = nn.Conv1d(bins * inputs, c.hidden, 1)
-        blocks: list[nn.Module] = [_Block(c.hidden, c.kernel, 2 ** (i % 4)) for i in range(c.blocks)]
-        self.blocks = nn.Sequential(*blocks, *([_Recurrent(c.hidden, c.lstm)] if c.lstm else []))
-        self.out = nn.Sequential(_FrameNorm(c.hidden), nn.Conv1d(c.hidden, bins * outputs, 1))
-
-    def _trunk_regions(self) -> list[nn.Module]:
-        return [self.inp, self.blocks, *self.out]
-
-    def _mask_logits(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, inputs * bins, frames) -> the mask's (B, outputs * bins, frames) in fp32, and the
-        normalised frame features the deep filter's taps read (None where there are none)."""
-        # self.out is (norm, mask conv): the taps read the same normalised features as the mask
-        z = self.out[0](self.blocks(self.inp(feats)))
-        return self.out[1](z).float(), z  # the mask and the STFT in fp32 under autocast
-
     def compile_regions(self) -> list[nn.Module]:
         # the real-valued layers between the STFT and its inverse: inductor does not build complex
         # kernels, so the transforms, the mask's complex product and the losses stay eager
-        return [*self._trunk_regions(), *(m for m in (self.refine, self.taps) if m is not None)]
+        return [self.inp, self.blocks, *self.out, *(m for m in (self.refine, self.taps) if m is not None)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[-1]
@@ -387,7 +360,9 @@ class MaskNet(nn.Module):
         if self.phase_input:
             unit = spec / magnitude.clamp_min(1e-8)
             feats = torch.cat([feats, unit.real, unit.imag], 1)
-        h, z = self._mask_logits(feats)
+        # self.out is (norm, mask conv): the taps read the same normalised features as the mask
+        z = self.out[0](self.blocks(self.inp(feats)))
+        h = self.out[1](z).float()  # the mask and the STFT in fp32 under autocast
         if not self.complex:
             return istft(spec * torch.sigmoid(h), self.stft_cfg, length + pad)[..., :length]
         re, im = h.chunk(2, 1)
@@ -395,82 +370,11 @@ class MaskNet(nn.Module):
             delta = self.refine(torch.stack([log_magnitude, re, im], 1)).float()
             re, im = re + delta[:, 0], im + delta[:, 1]
         out = spec * _bounded(re, im, self.limit)  # |M| < limit
-        if self.taps is not None and z is not None:
+        if self.taps is not None:
             taps = self.taps(z).float().unflatten(1, (len(self.offsets), 2, spec.shape[1]))
             for j, k in enumerate(self.offsets):
                 out = out + _shifted(spec, k) * _bounded(taps[:, j, 0], taps[:, j, 1], self.limit)
         return istft(out, self.stft_cfg, length + pad)[..., :length]
-
-
-class _ChannelNorm(nn.Module):
-    """LayerNorm over the channels of (B, C, bands, frames) at each band and frame."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + 1e-5) * self.weight + self.bias
-
-
-class _BandBlock(nn.Module):
-    """Residual convolutions of (B, C, bands, frames): along frames, then along bands."""
-
-    def __init__(self, channels: int, kernel: int, time_dilation: int, band_dilation: int):
-        super().__init__()
-        t, b = time_dilation, band_dilation
-        self.time = nn.Sequential(
-            _ChannelNorm(channels),
-            nn.Conv2d(channels, channels, (1, kernel), dilation=(1, t), padding=(0, t * (kernel // 2))),
-            nn.GELU(),
-            nn.Conv2d(channels, channels, 1),
-        )
-        self.band = nn.Sequential(
-            _ChannelNorm(channels),
-            nn.Conv2d(channels, channels, (3, 1), dilation=(b, 1), padding=(b, 0)),
-            nn.GELU(),
-            nn.Conv2d(channels, channels, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.time(x)
-        return x + self.band(x)
-
-
-class BandMaskNet(MaskNet):
-    """The mask network with a trunk that keeps the frequency axis: bands of `band_width` bins,
-    `band_channels` features each, convolved along frames and along bands."""
-
-    def _build_trunk(self, c: DenoiserConfig, bins: int, inputs: int, outputs: int) -> None:
-        self.width, self.bins, self.outputs = c.band_width, bins, outputs
-        bands = -(-bins // c.band_width)
-        # one band's bins (and a frame either side) -> its features, the same weights for every band
-        self.encode = nn.Conv2d(
-            inputs, c.band_channels, (c.band_width, 3), stride=(c.band_width, 1), padding=(0, 1)
-        )
-        self.position = nn.Parameter(torch.zeros(1, c.band_channels, bands, 1))  # which band it is
-        self.blocks = nn.Sequential(
-            *(_BandBlock(c.band_channels, c.kernel, 2 ** (i % 4), 2 ** (i % 3)) for i in range(c.blocks))
-        )
-        self.decode = nn.Sequential(
-            _ChannelNorm(c.band_channels), nn.Conv2d(c.band_channels, outputs * c.band_width, 1)
-        )
-
-    def _trunk_regions(self) -> list[nn.Module]:
-        return [self.encode, self.blocks, self.decode]
-
-    def _mask_logits(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, _, frames = feats.shape
-        grid = feats.reshape(b, -1, self.bins, frames)  # (B, inputs, bins, frames)
-        bands = self.position.shape[2]
-        grid = F.pad(grid, (0, 0, 0, bands * self.width - self.bins), mode="replicate")
-        h = self.decode(self.blocks(self.encode(grid) + self.position))  # (B, outputs * width, bands, frames)
-        h = h.reshape(b, self.outputs, self.width, bands, frames).transpose(2, 3)  # bin = band * width + k
-        h = h.reshape(b, self.outputs, bands * self.width, frames)[:, :, : self.bins]
-        return h.reshape(b, -1, frames).float(), None
 
 
 class WaveUNet(nn.Module):
@@ -533,7 +437,7 @@ class WaveUNet(nn.Module):
         return h[:, 0, :length].float() * scale
 
 
-NETS = {"mask": MaskNet, "bands": BandMaskNet, "wave": WaveUNet}
+NETS = {"mask": MaskNet, "wave": WaveUNet}
 
 
 def stft_loss(
