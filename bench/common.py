@@ -85,3 +85,11 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], alig
             raise ValueError(f"markdown table row {list(row)}: {len(row)} cells for {len(header)} columns")
         lines.append("| " + " | ".join(map(str, row)) + " |")
     return lines
+
+
+def emit(lines: Sequence[str], out: Path | None) -> None:
+    """Print a report's lines, and write them to `out` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out is not None:
+        out.write_text(text)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import cpu_model
 
@@ -81,21 +82,25 @@ def train_probe(
     return work / "run", data, summary
 
 
-def evaluate_run(run: Path, data: Path, strings: int, seed: int) -> tuple[dict, dict, list[str]]:
+def reference_clips(data: Path, strings: int, seed: int) -> tuple[Any, Any, Any, list, Any]:
+    """(dataset, its reference split, the evaluation config, the split's trimmed clips, their speakers):
+    what every enhancement bench scores, so that the same seed gives the same strings and noise."""
     from genforge.data.canonical import open_dataset
-    from genforge.evaluate.audio.enhancement import (
-        EnhanceEvalConfig,
-        enhancement_metrics,
-        held_out_clips,
-        speaker_overlap,
-    )
-    from genforge.models.pipeline import load_pipeline
+    from genforge.evaluate.audio.enhancement import EnhanceEvalConfig, held_out_clips
 
-    pipe = load_pipeline(run)
     dataset = open_dataset(data)
     split = dataset.reference_split
     cfg = EnhanceEvalConfig(strings=strings, kinds=KINDS, snr_db=SNRS, seed=seed)
     clips, speakers = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
+    return dataset, split, cfg, clips, speakers
+
+
+def evaluate_run(run: Path, data: Path, strings: int, seed: int) -> tuple[dict, dict, list[str]]:
+    from genforge.evaluate.audio.enhancement import enhancement_metrics, speaker_overlap
+    from genforge.models.pipeline import load_pipeline
+
+    pipe = load_pipeline(run)
+    dataset, split, cfg, clips, speakers = reference_clips(data, strings, seed)
     values, details = enhancement_metrics(pipe.restore, clips, pipe.sample_rate, cfg, speakers)
     shared = speaker_overlap(dataset, split.name)
     held = (

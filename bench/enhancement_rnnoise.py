@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from enhancement import KINDS, SNRS, machine
+from common import emit
+from enhancement import KINDS, SNRS, machine, reference_clips
 
 RATE = 48000  # RNNoise's only rate
 
@@ -88,19 +89,10 @@ def main() -> None:
     set_wait_policy()
     import torch
 
-    from genforge.data.canonical import open_dataset
-    from genforge.evaluate.audio.enhancement import (
-        EnhanceEvalConfig,
-        condition_key,
-        enhancement_metrics,
-        held_out_clips,
-    )
+    from genforge.evaluate.audio.enhancement import condition_key, enhancement_metrics
 
     torch.set_num_threads(args.threads)
-    dataset = open_dataset(args.data)
-    split = dataset.reference_split
-    cfg = EnhanceEvalConfig(strings=args.strings, kinds=KINDS, snr_db=SNRS, seed=args.seed)
-    clips, speakers = held_out_clips(split, cfg.trim_db, dataset.sample_rate)
+    dataset, split, cfg, clips, speakers = reference_clips(args.data, args.strings, args.seed)
     rnnoise = RNNoise(dataset.sample_rate)
     delay = rnnoise.calibrate(np.concatenate(clips[:8]))
     values, details = enhancement_metrics(rnnoise, clips, dataset.sample_rate, cfg, speakers)
@@ -124,10 +116,7 @@ def main() -> None:
             lines.append(f"| {kind} | {snr:g} | " + " | ".join(cells) + " |")
     lines += ["", f"Real-time factor (one string at a time): RNNoise {values['rtf']:.0f}, noisereduce "
               f"{values['noisereduce_rtf']:.0f}."]  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

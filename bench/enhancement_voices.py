@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import emit
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -72,10 +74,7 @@ def main() -> None:
                 + " |"
             )
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
