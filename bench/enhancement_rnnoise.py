@@ -34,6 +34,9 @@ class RNNoise:
 
         from pyrnnoise import rnnoise
 
+        from genforge.audio.resample import resample
+
+        self.resample = resample
         self.lib, self.frame, self.sample_rate, self.delay = rnnoise.lib, rnnoise.FRAME_SIZE, sample_rate, 0
         self.ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
@@ -56,18 +59,15 @@ class RNNoise:
 
     def calibrate(self, clean: np.ndarray) -> int:
         """The library's delay in 48 kHz samples: the lag of the cross-correlation peak on clean speech."""
-        from genforge.audio.resample import resample
-
         self.delay = 0
-        wave = resample(clean, self.sample_rate, RATE)
+        wave = self.resample(clean, self.sample_rate, RATE)
         out = self._run(wave)[: len(wave)]
         corr = np.correlate(out, wave[: len(wave) - 4 * self.frame], "valid")
         self.delay = int(np.argmax(corr))
         return self.delay
 
     def __call__(self, noisy: np.ndarray) -> np.ndarray:
-        from genforge.audio.resample import resample
-
+        resample = self.resample
         rows = []
         for row in np.atleast_2d(noisy):
             out = self._run(resample(row, self.sample_rate, RATE))

@@ -103,9 +103,9 @@ quality within the seed-to-seed range (PESQ moved by 0.25 between two compiled s
 Session 36, the same way: a band-split trunk that keeps the frequency axis (bands of 8 bins, 32 features each,
 convolved along frames and along bands; code at commit 54f6b32) +7.6 / +7.0 / +3.0 dB at 5,086 compiled steps, and
 within 0.3 dB of the frame network on all five voices' white, pink and babble: the 128-channel frame bottleneck is
-not the limit, and it was dropped. One noise at a time: white only +8.1 dB on white (theo +7.9 against the preset's +7.5); babble only +4.4 / +4.1 / +4.1
-dB of babble at 600 / 1,200 / 2,400 s (up to 28,455 steps), so babble plateaus near +4 dB in this family. fp32
-training +7.6 / +7.2 / +3.5 (bf16's range).
+not the limit, and it was dropped. One noise at a time: white only +8.1 dB on white (theo +7.9 against the preset's
++7.5); babble only +4.4 / +4.1 / +4.1 dB of babble at 600 / 1,200 / 2,400 s (up to 28,455 steps), so babble plateaus
+near +4 dB in this family. fp32 training +7.6 / +7.2 / +3.5 (bf16's range).
 
 Loss: multi-resolution STFT magnitude loss (spectral convergence + log-magnitude L1, Yamamoto et
 al. 2020) plus `si_sdr_weight` x the negative SI-SDR of the estimate, plus `compressed_weight` x
