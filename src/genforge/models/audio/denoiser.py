@@ -145,7 +145,7 @@ class DenoiserConfig:
     num_classes: int = 0  # ignored: restoration uses neither digits nor speakers
     num_speakers: int = 0
     speaker_names: list[str] = field(default_factory=list)  # ignored, as num_speakers
-    arch: Literal["mask", "wave", "tasnet"] = "mask"
+    arch: Literal["mask", "wave"] = "mask"
     # mask
     mask: Literal["magnitude", "complex"] = "complex"
     # the complex mask's magnitude stays below this (a tanh bound); above 1 the mask may also
@@ -172,13 +172,6 @@ class DenoiserConfig:
     depth: int = 4
     wave_kernel: int = 8
     stride: int = 4
-    # tasnet
-    basis: int = 128  # learned encoder filters (N)
-    basis_kernel: int = 16  # their length in samples (L); the stride is half of it
-    bottleneck: int = 64  # the TCN's residual channels (B)
-    tcn_hidden: int = 128  # each block's depthwise-convolution channels (H)
-    tcn_blocks: int = 6  # blocks per repeat, dilations 1, 2, ..., 2 ** (tcn_blocks - 1) (X)
-    tcn_repeats: int = 2  # (R)
     # objective
     noise: NoiseRecipe = field(default_factory=NoiseRecipe)
     stft_resolutions: list[tuple[int, int]] = field(
@@ -219,13 +212,6 @@ class DenoiserConfig:
             )
         if min(self.hidden, self.blocks, self.kernel, self.channels, self.depth) < 1 or self.kernel % 2 == 0:
             raise ConfigError("denoiser: hidden, blocks, channels, depth >= 1 and an odd kernel")
-        if min(self.basis, self.bottleneck, self.tcn_hidden, self.tcn_blocks, self.tcn_repeats) < 1 or (
-            self.basis_kernel < 2 or self.basis_kernel % 2
-        ):
-            raise ConfigError(
-                "denoiser: basis, bottleneck, tcn_hidden, tcn_blocks, tcn_repeats >= 1 and an even basis_kernel "
-                f">= 2, got basis_kernel {self.basis_kernel}"
-            )
         if self.stride < 2 or self.wave_kernel < self.stride:
             raise ConfigError(
                 f"denoiser: stride >= 2 and wave_kernel >= stride, got {self.stride}, {self.wave_kernel}"
@@ -458,54 +444,7 @@ class WaveUNet(nn.Module):
         return h[:, 0, :length].float() * scale
 
 
-class _TCNBlock(nn.Module):
-    """Conv-TasNet's block: 1x1 up, depthwise dilated conv, 1x1 down; residual (B, C, T)."""
-
-    def __init__(self, channels: int, hidden: int, dilation: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv1d(channels, hidden, 1),
-            nn.PReLU(),
-            nn.GroupNorm(1, hidden),
-            nn.Conv1d(hidden, hidden, 3, dilation=dilation, padding=dilation, groups=hidden),
-            nn.PReLU(),
-            nn.GroupNorm(1, hidden),
-            nn.Conv1d(hidden, channels, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
-
-
-class TasNet(nn.Module):
-    """(B, T) noisy waves -> (B, T) enhanced: Conv-TasNet (Luo and Mesgarani 2019) with one
-    source, a mask in a learned basis of short filters instead of the STFT's."""
-
-    def __init__(self, c: DenoiserConfig):
-        super().__init__()
-        self.kernel, self.stride = c.basis_kernel, c.basis_kernel // 2
-        self.encoder = nn.Conv1d(1, c.basis, c.basis_kernel, self.stride, bias=False)
-        blocks = [_TCNBlock(c.bottleneck, c.tcn_hidden, 2**i) for _ in range(c.tcn_repeats) for i in range(c.tcn_blocks)]
-        self.separator = nn.Sequential(
-            nn.GroupNorm(1, c.basis), nn.Conv1d(c.basis, c.bottleneck, 1), *blocks, nn.PReLU(),
-            nn.Conv1d(c.bottleneck, c.basis, 1),
-        )
-        self.decoder = nn.ConvTranspose1d(c.basis, 1, c.basis_kernel, self.stride, bias=False)
-
-    def compile_regions(self) -> list[nn.Module]:
-        return [self.separator]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[-1]
-        scale = _rms(x)
-        frames = max(1, math.ceil((length - self.kernel) / self.stride) + 1)
-        padded = (frames - 1) * self.stride + self.kernel
-        w = F.relu(self.encoder(F.pad(x / scale, (0, padded - length))[:, None]))
-        out = self.decoder(w * torch.sigmoid(self.separator(w)))
-        return out[:, 0, :length].float() * scale
-
-
-NETS = {"mask": MaskNet, "wave": WaveUNet, "tasnet": TasNet}
+NETS = {"mask": MaskNet, "wave": WaveUNet}
 
 
 def stft_loss(
