@@ -107,6 +107,11 @@ not the limit, and it was dropped. One noise at a time: white only +8.1 dB on wh
 +7.5); babble only +4.4 / +4.1 / +4.1 dB of babble at 600 / 1,200 / 2,400 s (up to 28,455 steps), so babble plateaus
 near +4 dB in this family. fp32 training +7.6 / +7.2 / +3.5 (bf16's range).
 
+Session 37, the same way: at the goal's full budget (600 s) the waveform U-Net gains +6.1 / +5.5 /
++1.9 dB (8,179 steps), and a Conv-TasNet (learned 2 ms basis, TCN mask; code at commit 97b9302)
++6.4 / +5.6 / +2.6 (2,747 steps; +6.9 / +6.0 / +2.6 at 1,200 s): the complex mask stays. Pink only
++8.1 dB on theo's pink, +7.4 on nicolas's.
+
 Loss: multi-resolution STFT magnitude loss (spectral convergence + log-magnitude L1, Yamamoto et
 al. 2020) plus `si_sdr_weight` x the negative SI-SDR of the estimate, plus `compressed_weight` x
 an MSE of power-law compressed spectra (`compressed_loss`). The lr follows `lr_decay` over the
