@@ -88,8 +88,12 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], alig
 
 
 def emit(lines: Sequence[str], out: Path | None) -> None:
-    """Print a report's lines, and write them to `out` when given."""
+    """Print a report's lines, and write them to `out` when given (atomically: a rerun that fails
+    halfway leaves the previous report whole)."""
+    from genforge.core.atomic import write_text
+
     text = "\n".join(lines) + "\n"
     print(text)
     if out is not None:
-        out.write_text(text)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(out, text)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import cpu_model
+from common import cpu_model, emit
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
@@ -229,10 +229,7 @@ def main() -> None:
         "",
     ]
     lines += tables(values, details)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import emit
+from common import emit, markdown_table
 from enhancement import KINDS, SNRS, machine, reference_clips
 
 RATE = 48000  # RNNoise's only rate
@@ -67,12 +67,11 @@ class RNNoise:
         return self.delay
 
     def __call__(self, noisy: np.ndarray) -> np.ndarray:
-        resample = self.resample
         rows = []
         for row in np.atleast_2d(noisy):
-            out = self._run(resample(row, self.sample_rate, RATE))
+            out = self._run(self.resample(row, self.sample_rate, RATE))
             wave48 = out[self.delay : self.delay + round(len(row) * RATE / self.sample_rate)]
-            rows.append(np.pad(resample(wave48, RATE, self.sample_rate), (0, len(row)))[: len(row)])
+            rows.append(np.pad(self.resample(wave48, RATE, self.sample_rate), (0, len(row)))[: len(row)])
         return np.stack(rows).astype(np.float32)
 
 
@@ -103,9 +102,8 @@ def main() -> None:
         f"Dataset {args.data}, split {split.name!r}, seed {args.seed}: {details['strings']} digit strings per "
         f"condition, babble: {details['babble_talkers']}. RNNoise's delay: {delay} samples at 48 kHz.",
         "",
-        "| noise | SNR (dB) | PESQ gain: RNNoise / noisereduce | STOI gain | SI-SDR gain (dB) |",
-        "| --- | --- | --- | --- | --- |",
     ]
+    rows = []
     for kind in KINDS:
         for snr in SNRS:
             key = condition_key(kind, snr)
@@ -113,7 +111,9 @@ def main() -> None:
                 f"{values[f'{key}_{m}_gain']:+.{places}f} / {values[f'{key}_noisereduce_{m}_gain']:+.{places}f}"
                 for m, places in (("pesq", 2), ("stoi", 3), ("si_sdr", 1))
             ]
-            lines.append(f"| {kind} | {snr:g} | " + " | ".join(cells) + " |")
+            rows.append([kind, f"{snr:g}", *cells])
+    header = ["noise", "SNR (dB)", "PESQ gain: RNNoise / noisereduce", "STOI gain", "SI-SDR gain (dB)"]
+    lines += markdown_table(header, rows)
     lines += ["", f"Real-time factor (one string at a time): RNNoise {values['rtf']:.0f}, noisereduce "
               f"{values['noisereduce_rtf']:.0f}."]  # fmt: skip
     emit(lines, args.out)
